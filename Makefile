@@ -1,0 +1,34 @@
+# Two commands for a fresh machine (see README):  make run  ·  make test
+# Needs only python3 (3.11+); uv is bootstrapped into .tools/ and installs the locked deps.
+
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export PLEDGEFLOW_DATABASE_URL ?= sqlite:///var/pledgeflow.db
+
+.PHONY: run test lint sync clean
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --locked --quiet
+	touch $@
+
+sync: .venv/.synced
+
+## The main job on the embedded defaults (SQLite under ./var/), with demo data.
+run: sync
+	$(UV) run --no-sync pledgeflow db upgrade
+	$(UV) run --no-sync pledgeflow seed --demo
+	$(UV) run --no-sync pledgeflow simulate --period 2010
+
+## The whole test suite (SQLite and PostgreSQL at 127.0.0.1:5432, database "test").
+test: sync
+	$(UV) run --no-sync pytest -n 2
+
+lint: sync
+	$(UV) run --no-sync ruff check .
+
+clean:
+	rm -rf .venv .tools var

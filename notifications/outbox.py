@@ -1,0 +1,61 @@
+"""The outbox: notification rows written in the transition's own transaction.
+
+Nothing is sent here. A row committed with its transition is delivered by the dispatcher after
+commit; a rolled-back transition leaves no row, so nobody is told of a change that did not
+happen. Each row gets its Message-ID now, so a re-send is recognisable as the same message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from models import Notification, Person
+from service import directory
+
+if TYPE_CHECKING:
+    from service.workflow.context import Context
+
+__all__ = ["enqueue", "enqueue_for_case", "new_message_id"]
+
+
+def new_message_id() -> str:
+    """A globally unique, stable Message-ID for one notification."""
+    return f"<{uuid.uuid4().hex}@pledgeflow>"
+
+
+def enqueue(session: Session, people: Iterable[Person], *, template: str,
+            context: dict[str, Any], case_id: int | None = None, case_version: int | None = None,
+            batch_key: str | None = None) -> int:
+    """Queue one email per person with an address; returns how many rows were written."""
+    rows = [dict(recipient_person_id=p.id, recipient_email=p.email, lang=p.lang,
+                 template=template, context=context, case_id=case_id,
+                 case_version=case_version, message_id=new_message_id(),
+                 batch_key=f"{batch_key}:{p.id}" if batch_key else None)
+            for p in people if p.email]
+    if rows:
+        session.execute(sa.insert(Notification), rows)
+    return len(rows)
+
+
+def enqueue_for_case(ctx: Context, *, template: str, audience: str) -> int:
+    """Queue a template for an audience of the case, with the facts every email names."""
+    case, period, org = ctx.case, ctx.period, ctx.case_org
+    subject_person = ctx.session.get(Person, case.person_id) if case.person_id else None
+    context = {
+        "action": ctx.action, "case_id": case.id, "stage": case.stage, "status": case.status,
+        "unit_zh": org.name_zh, "unit_en": org.name_en,
+        "subject_name": subject_person.name if subject_person else org.name_zh,
+        "period_zh": period.name_zh, "period_en": period.name_en,
+        "due_at": case.due_at.isoformat() if case.due_at else None,
+        "comment": ctx.comment,
+    }
+    round_id = ctx.round.id if audience == "evaluators" and ctx.round else None
+    people = directory.audience(ctx.session, audience, case, org, round_id=round_id)
+    people = [p for p in people if p.id != ctx.actor.person_id]  # nobody is told of their own act
+    return enqueue(ctx.session, people, template=template, context=context, case_id=case.id,
+                   case_version=case.version)

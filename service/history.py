@@ -1,0 +1,183 @@
+"""The tamper-evident history: append, verify, export.
+
+Every event's hash is SHA-256 over the canonical JSON (sorted keys, no spaces, UTF-8) of its
+fields *including the previous event's hash*, so changing, deleting or reordering any event
+breaks every link after it. Truncating the tail breaks no link, which is why exports carry the
+head hash: compare a later chain against an exported head to catch it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from models import ChainHead, Event
+from models.event import GENESIS_HASH
+from service.workflow.roles import Actor
+
+__all__ = ["EventDraft", "append", "append_many", "event_hash", "verify", "Break", "export",
+           "head", "HASHED_FIELDS"]
+
+HASHED_FIELDS = ("seq", "case_id", "period_id", "stage", "from_status", "to_status", "action",
+                 "actor_person_id", "actor_flow", "occurred_at", "comment", "payload", "prev_hash")
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """An event before it takes its place in the chain."""
+
+    action: str
+    actor: Actor
+    occurred_at: datetime
+    case_id: int | None = None
+    period_id: int | None = None
+    stage: str | None = None
+    from_status: str | None = None
+    to_status: str | None = None
+    comment: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+def canonical(fields: dict[str, Any]) -> bytes:
+    """Canonical JSON: sorted keys, compact separators, UTF-8, instants in ISO 8601 UTC."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_json_default).encode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+def event_hash(fields: dict[str, Any]) -> str:
+    """The hash of an event given its hashed fields (``HASHED_FIELDS``)."""
+    return hashlib.sha256(canonical({k: fields[k] for k in HASHED_FIELDS})).hexdigest()
+
+
+def _lock_head(session: Session) -> ChainHead:
+    query = sa.select(ChainHead).where(ChainHead.id == 1).with_for_update()
+    head_row = session.scalars(query).first()
+    if head_row is None:
+        head_row = ChainHead(id=1, seq=0, hash=GENESIS_HASH)
+        session.add(head_row)
+        session.flush()
+    return head_row
+
+
+def append(session: Session, draft: EventDraft) -> Event:
+    """Append one event at the head of the chain (locks the head row until commit)."""
+    return append_many(session, [draft])[0]
+
+
+def append_many(session: Session, drafts: Iterable[EventDraft]) -> list[Event]:
+    """Append events in order under one head lock; set-based for bulk operations."""
+    head_row = _lock_head(session)
+    seq, prev, rows = head_row.seq, head_row.hash, []
+    for d in drafts:
+        seq += 1
+        fields = {
+            "seq": seq, "case_id": d.case_id, "period_id": d.period_id, "stage": d.stage,
+            "from_status": d.from_status, "to_status": d.to_status, "action": d.action,
+            "actor_person_id": d.actor.person_id, "actor_flow": d.actor.flow,
+            "occurred_at": d.occurred_at, "comment": d.comment, "payload": d.payload or {},
+            "prev_hash": prev,
+        }
+        fields["hash"] = prev = event_hash(fields)
+        rows.append(fields)
+    if not rows:
+        return []
+    for start in range(0, len(rows), BATCH):
+        session.execute(sa.insert(Event), rows[start:start + BATCH])
+    head_row.seq, head_row.hash = seq, prev
+    session.flush()
+    return [Event(**r) for r in rows]
+
+
+def head(session: Session) -> tuple[int, str]:
+    """The newest event's sequence number and hash ((0, genesis) when empty)."""
+    row = session.get(ChainHead, 1)
+    return (row.seq, row.hash) if row else (0, GENESIS_HASH)
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first place the chain is broken, and how."""
+
+    seq: int
+    problem: str
+
+
+def _stream(session: Session, where: Any = None) -> Iterator[Event]:
+    query = sa.select(Event).order_by(Event.seq).execution_options(yield_per=BATCH)
+    if where is not None:
+        query = query.where(where)
+    yield from session.scalars(query)
+
+
+def _fields(event: Event) -> dict[str, Any]:
+    return {k: getattr(event, k) for k in (*HASHED_FIELDS, "hash")}
+
+
+def verify(session: Session, *, expected_head: str | None = None) -> Break | None:
+    """Walk the whole chain; return the first break, or None when it is intact.
+
+    ``expected_head`` is a previously exported head hash: if it is not on the chain any more,
+    the history was truncated or rewritten after that export.
+    """
+    prev, expected_seq, seen_head = GENESIS_HASH, 1, expected_head is None
+    for event in _stream(session):
+        if event.seq != expected_seq:
+            return Break(expected_seq, f"event {expected_seq} is missing (next is {event.seq})")
+        if event.prev_hash != prev:
+            return Break(event.seq, "does not link to the event before it (deleted or reordered)")
+        if event_hash(_fields(event)) != event.hash:
+            return Break(event.seq, "content does not match its hash (modified)")
+        prev, expected_seq = event.hash, expected_seq + 1
+        seen_head = seen_head or event.hash == expected_head
+    last_seq, head_hash = head(session)
+    if last_seq != expected_seq - 1 or head_hash != prev:
+        return Break(expected_seq - 1, f"chain ends at {expected_seq - 1} but the head says "
+                     f"{last_seq} (tail truncated or head altered)")
+    if not seen_head:
+        return Break(expected_seq - 1, "the exported head hash is not on the chain (truncated "
+                     "or rewritten since that export)")
+    return None
+
+
+def export(session: Session, out: IO[str], *, period_id: int, fmt: str) -> tuple[int, str]:
+    """Write a period's events as JSON lines or CSV, ending with the chain's head hash.
+
+    Returns (events written, head hash). The head is the whole chain's, so that an auditor can
+    later check nothing was truncated after this export.
+    """
+    seq, head_hash = head(session)
+    events = _stream(session, Event.period_id == period_id)
+    count = 0
+    if fmt == "jsonl":
+        for event in events:
+            count += 1
+            out.write(canonical(_fields(event)).decode() + "\n")
+        out.write(json.dumps({"head": {"seq": seq, "hash": head_hash, "events": count}}) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow([*HASHED_FIELDS, "hash"])
+        for event in events:
+            count += 1
+            row = _fields(event)
+            row["payload"] = json.dumps(row["payload"], sort_keys=True, ensure_ascii=False)
+            row["occurred_at"] = row["occurred_at"].isoformat()
+            writer.writerow([row[k] for k in (*HASHED_FIELDS, "hash")])
+        writer.writerow(["#head", seq, head_hash, count])
+    else:
+        raise ValueError(f"unknown format {fmt!r} (jsonl or csv)")
+    return count, head_hash

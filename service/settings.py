@@ -1,0 +1,34 @@
+"""The one typed settings object, read from ``PLEDGEFLOW_*`` environment variables (and .env)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Configuration of every pledgeflow process; see .env.example for each variable."""
+
+    model_config = SettingsConfigDict(env_prefix="PLEDGEFLOW_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///var/pledgeflow.db",
+        description="SQLAlchemy URL; SQLite (embedded default) or postgresql+psycopg://…",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:8000", description="Public base URL for links in emails."
+    )
+    timezone: str = Field(default="Asia/Shanghai", description="Campaign calendar time zone.")
+    smtp_url: str = Field(default="smtp://127.0.0.1:8025", description="Outgoing mail server.")
+    mail_from: str = Field(default="pledgeflow <noreply@example.org>")
+    sql_echo: bool = False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own Settings instead)."""
+    return Settings()

@@ -1,0 +1,104 @@
+"""Who the actor is *relative to a case*, derived from positions in the organization tree.
+
+Roles are never stored per case; they follow from the reporting line:
+
+- ``subject``   — a member for their own case; the secretary, deputy or clerk of the unit for a
+                  unit's case (they draft and submit, answer reviews).
+- ``superior``  — a secretary or deputy of an organization above the unit (for a member's case,
+                  of the member's own organization or above): approves, returns, reviews.
+                  The campaign office's admins lead the office, the enterprises' superior.
+- ``office``    — an admin of the campaign office: opens stages, decides commendations.
+- ``auditor``   — reads history; acts on nothing.
+- ``evaluator`` — assigned to the case's evaluation round.
+- ``flow``      — a scheduled flow acting through the service token.
+- ``public``    — anyone, signed in or not (objections to what is under public notice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from models import Case, EvaluationRound, EvaluatorAssignment, Organization, Position
+
+__all__ = ["Actor", "ROLES", "relative_roles", "UNIT_STAFF", "LEADERS"]
+
+ROLES = ("subject", "superior", "office", "auditor", "evaluator", "flow", "public")
+UNIT_STAFF = frozenset({"secretary", "deputy", "clerk"})
+LEADERS = frozenset({"secretary", "deputy"})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a person, a named flow (through the service token), or the anonymous public."""
+
+    person_id: int | None = None
+    flow: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.person_id is not None and self.flow is not None:
+            raise ValueError("an actor is a person or a flow, not both")
+
+    @classmethod
+    def public(cls) -> Actor:
+        return cls()
+
+    @property
+    def label(self) -> str:
+        if self.flow:
+            return f"flow:{self.flow}"
+        return f"person:{self.person_id}" if self.person_id else "public"
+
+
+def relative_roles(session: Session, case: Case, case_org: Organization, actor: Actor, *,
+                   check_evaluator: bool = True) -> set[str]:
+    """Every role the actor holds relative to this case (always includes ``public``).
+
+    ``check_evaluator=False`` skips the round lookup when the caller knows the evaluator role
+    cannot matter (it is then never reported)."""
+    roles = {"public"}
+    if actor.flow:
+        return roles | {"flow"}
+    if actor.person_id is None:
+        return roles
+    rows = session.execute(
+        sa.select(Position.role, Organization.id, Organization.path, Organization.kind)
+        .join(Organization, Organization.id == Position.organization_id)
+        .where(Position.person_id == actor.person_id)
+    ).all()
+    is_member_case = case.subject_kind == "member"
+    for role, org_id, path, kind in rows:
+        if kind == "campaign_office" and role == "admin":
+            roles.add("office")
+        if role == "auditor":
+            roles.add("auditor")
+        if not is_member_case and org_id == case.organization_id and role in UNIT_STAFF:
+            roles.add("subject")
+        leads = role in LEADERS or (kind == "campaign_office" and role == "admin")
+        if leads and _is_superior(org_id, path, case, case_org, actor):
+            roles.add("superior")
+    if is_member_case and case.person_id == actor.person_id:
+        roles.add("subject")
+    if check_evaluator and _is_assigned_evaluator(session, case.id, actor.person_id):
+        roles.add("evaluator")
+    return roles
+
+
+def _is_superior(org_id: int, org_path: str, case: Case, case_org: Organization,
+                 actor: Actor) -> bool:
+    """A leader of an organization above the case's unit (or, for a member, of their own)."""
+    if case.subject_kind == "member":
+        if case.person_id == actor.person_id:
+            return False
+        return case_org.path.startswith(org_path)
+    return org_id != case.organization_id and case_org.path.startswith(org_path)
+
+
+def _is_assigned_evaluator(session: Session, case_id: int, person_id: int) -> bool:
+    return session.execute(
+        sa.select(EvaluatorAssignment.id)
+        .join(EvaluationRound, EvaluationRound.id == EvaluatorAssignment.round_id)
+        .where(EvaluationRound.case_id == case_id, EvaluatorAssignment.person_id == person_id)
+    ).first() is not None
