@@ -1,10 +1,12 @@
 """SQLAlchemy models: one module per domain noun. Importing this package registers them all."""
 
+from models.auth import ApiToken, LoginFailure, WebSession
 from models.base import Base
 from models.case import Case
 from models.commendation import Commendation, Nomination
 from models.evaluation import Ballot, BallotReceipt, EvaluationRound, EvaluatorAssignment
 from models.event import ChainHead, Event
+from models.idempotency import IdempotencyRecord
 from models.notice import Objection, PublicNotice
 from models.notification import ActionLink, Notification
 from models.organization import Account, Organization, Person, Position
@@ -16,5 +18,6 @@ __all__ = [
     "Base", "Case", "Commendation", "Nomination", "Ballot", "BallotReceipt", "EvaluationRound",
     "EvaluatorAssignment", "ChainHead", "Event", "Objection", "PublicNotice", "ActionLink",
     "Notification", "Account", "Organization", "Person", "Position", "CriteriaSet", "Criterion",
-    "Period", "FulfilmentEntry", "Pledge", "PledgeItem", "Review",
+    "Period", "FulfilmentEntry", "Pledge", "PledgeItem", "Review", "ApiToken", "WebSession",
+    "LoginFailure", "IdempotencyRecord",
 ]

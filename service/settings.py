@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     smtp_url: str = Field(default="smtp://127.0.0.1:8025", description="Outgoing mail server.")
     mail_from: str = Field(default="pledgeflow <noreply@example.org>")
     sql_echo: bool = False
+    db_pool_size: int = Field(default=10, ge=1, le=100)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Request size cap.")
+    cookie_secure: bool = Field(default=False, description="Send cookies over HTTPS only.")
+    service_token: str | None = Field(
+        default=None, description="Bearer token the flows use to act (pledgeflow tokens "
+        "create --flow NAME).")
 
 
 @lru_cache

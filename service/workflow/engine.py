@@ -38,7 +38,7 @@ from service.workflow.context import Context
 from service.workflow.roles import Actor, relative_roles
 
 __all__ = ["apply", "open_cases", "Outcome", "Subject", "StatusWriteOutsideChokePoint",
-           "due_at_for"]
+           "due_at_for", "actions_for"]
 
 _inside = contextvars.ContextVar("inside_choke_point", default=False)
 
@@ -108,6 +108,19 @@ def apply(session: Session, *, case_id: int, action: str, actor: Actor, clock: C
                   comment=(comment or "").strip() or None)
     _check(ctx, transition, data)
     return _commit_transition(ctx, transition)
+
+
+def actions_for(session: Session, case: Case, actor: Actor) -> list[str]:
+    """The actions this actor's roles allow from the case's state (guards not yet judged)."""
+    case_org = session.get(Organization, case.organization_id)
+    assert case_org is not None
+    options = table.actions_from(case.stage, case.status)
+    if not options:
+        return []
+    roles = relative_roles(session, case, case_org, actor,
+                           check_evaluator=any("evaluator" in t.roles for t in options))
+    return list(dict.fromkeys(t.action for t in options if roles & t.roles and
+                              t.roles != frozenset({"public"})))
 
 
 def _check(ctx: Context, transition: table.Transition,

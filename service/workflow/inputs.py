@@ -7,8 +7,8 @@ from datetime import date
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
-    "ItemInput", "EditPledge", "RecordFulfilment", "RecordReview", "AcknowledgeReview",
-    "CastBallot", "FileObjection", "ResolveObjection", "AdjustNomination", "Decide",
+    "ItemInput", "EditPledge", "FulfilmentIn", "RecordFulfilment", "RecordReview",
+    "AcknowledgeReview", "CastBallot", "FileObjection", "ResolveObjection", "AdjustNomination", "Decide",
 ]
 
 Text = Field(min_length=1, max_length=4000)
@@ -36,13 +36,18 @@ class EditPledge(_Input):
     items: list[ItemInput] = Field(default_factory=list, max_length=50)
 
 
-class RecordFulfilment(_Input):
-    """A ledger line on one pledge item."""
+class FulfilmentIn(_Input):
+    """Progress on a pledge item: status, a note, and the evidence for it."""
 
-    item_id: int
     status: str = Field(pattern="^(in_progress|kept|not_kept)$")
     note: str = Field(default="", max_length=4000)
     evidence: str = Field(default="", max_length=4000)
+
+
+class RecordFulfilment(FulfilmentIn):
+    """A ledger line on one pledge item."""
+
+    item_id: int
 
 
 class RecordReview(_Input):

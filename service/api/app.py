@@ -1,0 +1,46 @@
+"""The FastAPI application: ``create_app(settings)`` wires routers, errors, limits, metrics."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from service.api import problems
+from service.api.limits import BodySizeLimit
+from service.api.metrics import Metrics, MetricsMiddleware
+from service.clock import Clock, SystemClock
+from service.db import make_engine, make_session_factory
+from service.settings import Settings, get_settings
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """\
+pledgeflow runs the Strive-for-Excellence campaign (创先争优): public pledge → leader review →
+mass evaluation → selection and commendation, for every unit and member in every period.
+
+Every action goes through one choke point. Responses about a case carry its version as an
+`ETag`; send it back as `If-Match` to refuse acting on a stale view. POST actions accept an
+`Idempotency-Key`. Errors are RFC 9457 `application/problem+json`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """Build the app for these settings (and, for tests and demos, a clock)."""
+    from service.api.routes import ROUTERS
+
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url, echo=settings.sql_echo,
+                         pool_size=settings.db_pool_size)
+    factory = make_session_factory(engine)
+    app = FastAPI(title="pledgeflow", version="0.1.0", description=DESCRIPTION,
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = factory
+    app.state.clock = clock or SystemClock()
+    app.state.metrics = Metrics(factory)
+    problems.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

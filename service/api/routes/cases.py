@@ -1,0 +1,142 @@
+"""Cases, their timelines and their pledges — and the pledge actions.
+
+Reads are filtered by what the caller may see (``service.visibility``); every action goes
+through ``actions.perform`` and so through the workflow's choke point.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from models import Case, Event, FulfilmentEntry, Period, Pledge, PledgeItem
+from service.api import actions
+from service.api.actions import actor_of
+from service.api.deps import AppClock, CurrentPrincipal, UoW
+from service.api.schemas import CaseOut, Comment, EventOut, Page, PledgeItemOut, PledgeOut
+from service.errors import NotFound
+from service.visibility import case_filter, ensure_case_visible
+from service.workflow import engine, inputs
+
+router = APIRouter(prefix="/api/v1", tags=["cases"])
+IfMatch = Annotated[str | None, Header(alias="If-Match", description='ETag, e.g. "v3"')]
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+def case_out(session, case: Case, principal) -> CaseOut:  # type: ignore[no-untyped-def]
+    out = CaseOut.model_validate(case)
+    out.actions = engine.actions_for(session, case, actor_of(principal))
+    return out
+
+
+@router.get("/cases", response_model=Page[CaseOut], summary="Cases the caller may see")
+def list_cases(
+    uow: UoW, principal: CurrentPrincipal,
+    period: str | None = Query(None, description="Period code, e.g. 2010"),
+    stage: str | None = None, status: str | None = None,
+    organization_id: int | None = None, subject_kind: str | None = None,
+    after: int = Query(0, ge=0, description="Return cases with id greater than this."),
+    limit: int = Query(50, ge=1, le=500),
+) -> Page[CaseOut]:
+    with uow() as session:
+        query = sa.select(Case).where(case_filter(session, principal), Case.id > after)
+        if period is not None:
+            query = query.join(Period, Period.id == Case.period_id).where(Period.code == period)
+        for column, value in ((Case.stage, stage), (Case.status, status),
+                              (Case.organization_id, organization_id),
+                              (Case.subject_kind, subject_kind)):
+            if value is not None:
+                query = query.where(column == value)
+        rows = list(session.scalars(query.order_by(Case.id).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(items=[case_out(session, c, principal) for c in rows],
+                    next_after=rows[-1].id if more else None)
+
+
+@router.get("/cases/{case_id}", response_model=CaseOut, summary="One case (ETag = version)")
+def get_case(case_id: int, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
+    with uow() as session:
+        case = ensure_case_visible(session, principal, case_id)
+        body = case_out(session, case, principal)
+        return JSONResponse(body.model_dump(mode="json"),
+                            headers={"ETag": actions.etag(case.version)})
+
+
+@router.get("/cases/{case_id}/events", response_model=Page[EventOut], summary="Timeline")
+def case_events(case_id: int, uow: UoW, principal: CurrentPrincipal,
+                after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
+                ) -> Page[EventOut]:
+    with uow() as session:
+        ensure_case_visible(session, principal, case_id)
+        rows = list(session.scalars(sa.select(Event).where(
+            Event.case_id == case_id, Event.seq > after).order_by(Event.seq).limit(limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(items=[EventOut.model_validate(e) for e in rows],
+                    next_after=rows[-1].seq if more else None)
+
+
+@router.get("/cases/{case_id}/pledge", response_model=PledgeOut, summary="Pledge and ledger")
+def get_pledge(case_id: int, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
+    with uow() as session:
+        case = ensure_case_visible(session, principal, case_id)
+        pledge = session.scalars(sa.select(Pledge).where(Pledge.case_id == case_id)).first()
+        if pledge is None:
+            raise NotFound(f"case {case_id} has no pledge yet")
+        items = list(session.scalars(sa.select(PledgeItem).where(
+            PledgeItem.pledge_id == pledge.id).order_by(PledgeItem.position)))
+        ledger = session.scalars(sa.select(FulfilmentEntry).where(
+            FulfilmentEntry.pledge_item_id.in_([i.id for i in items]))
+            .order_by(FulfilmentEntry.id)).all()
+        out = PledgeOut.model_validate(pledge)
+        out.items = [PledgeItemOut.model_validate(i) for i in items]
+        for item in out.items:
+            item.ledger = [e for e in ledger if e.pledge_item_id == item.id]  # type: ignore[misc]
+        return JSONResponse(out.model_dump(mode="json"),
+                            headers={"ETag": actions.etag(case.version)})
+
+
+@router.put("/cases/{case_id}/pledge", summary="Edit a draft pledge (summary and items)")
+async def edit_pledge(case_id: int, body: inputs.EditPledge, request: Request, uow: UoW,
+                      clock: AppClock, principal: CurrentPrincipal, if_match: IfMatch = None,
+                      idempotency_key: IdemKey = None) -> JSONResponse:
+    return await actions.perform(request, uow, principal, clock, case_id=case_id,
+                                 action="edit_pledge", data=body)
+
+
+def _pledge_action(action: str, summary: str):  # type: ignore[no-untyped-def]
+    async def endpoint(case_id: int, request: Request, uow: UoW, clock: AppClock,
+                       principal: CurrentPrincipal, body: Comment | None = None,
+                       if_match: IfMatch = None, idempotency_key: IdemKey = None
+                       ) -> JSONResponse:
+        return await actions.perform(request, uow, principal, clock, case_id=case_id,
+                                     action=action, comment=body.comment if body else None)
+
+    endpoint.__name__ = f"pledge_{action}"
+    router.post(f"/cases/{{case_id}}/pledge/{action}", summary=summary)(endpoint)
+
+
+for _action, _summary in (
+    ("submit", "Submit the pledge to the superior"),
+    ("withdraw", "Withdraw a submitted pledge (the submitter, before a decision)"),
+    ("approve", "Approve a submitted pledge (the superior)"),
+    ("return", "Return a submitted pledge with a comment (the superior)"),
+    ("publish", "Post an approved pledge for public notice"),
+    ("close_notice", "Close the public notice when its window has passed"),
+):
+    _pledge_action(_action, _summary)
+
+
+@router.post("/cases/{case_id}/pledge/items/{item_id}/fulfilment",
+             summary="Record fulfilment of a pledge item, with evidence")
+async def record_fulfilment(case_id: int, item_id: int, body: inputs.FulfilmentIn, request: Request,
+                            uow: UoW, clock: AppClock, principal: CurrentPrincipal,
+                            if_match: IfMatch = None, idempotency_key: IdemKey = None
+                            ) -> JSONResponse:
+    data = inputs.RecordFulfilment(item_id=item_id, **body.model_dump())
+    return await actions.perform(request, uow, principal, clock, case_id=case_id,
+                                 action="record_fulfilment", data=data)

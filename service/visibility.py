@@ -1,0 +1,69 @@
+"""What a caller may *read*: the read-side twin of the roles in ``workflow/roles.py``.
+
+Deny by default. The campaign office, auditors and flows see every case; a person sees their
+own member case, the cases of units where they are staff, everything below the organizations
+they lead, and the cases they were asked to evaluate. Anything else answers 404 — as if it did
+not exist — so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from models import Case, EvaluationRound, EvaluatorAssignment, Organization, Position
+from service.accounts import Principal
+from service.errors import NotFound
+from service.workflow.roles import LEADERS, UNIT_STAFF
+
+__all__ = ["case_filter", "ensure_case_visible", "sees_everything"]
+
+
+def sees_everything(session: Session, principal: Principal) -> bool:
+    """Flows, campaign-office admins and auditors read every case."""
+    if principal.flow:
+        return True
+    if principal.person_id is None:
+        return False
+    return session.scalar(
+        sa.select(sa.func.count()).select_from(Position)
+        .join(Organization, Organization.id == Position.organization_id)
+        .where(Position.person_id == principal.person_id,
+               sa.or_(Position.role == "auditor",
+                      sa.and_(Position.role == "admin",
+                              Organization.kind == "campaign_office")))) > 0
+
+
+def case_filter(session: Session, principal: Principal) -> sa.ColumnElement[bool]:
+    """A WHERE clause selecting the cases this caller may read."""
+    if sees_everything(session, principal):
+        return sa.true()
+    if principal.person_id is None:
+        return sa.false()
+    me = principal.person_id
+    positions = session.execute(
+        sa.select(Position.role, Organization.id, Organization.path)
+        .join(Organization, Organization.id == Position.organization_id)
+        .where(Position.person_id == me)).all()
+    staff_orgs = [oid for role, oid, _ in positions if role in UNIT_STAFF]
+    led_paths = [path for role, _, path in positions if role in LEADERS]
+    evaluated = (sa.select(EvaluationRound.case_id)
+                 .join(EvaluatorAssignment, EvaluatorAssignment.round_id == EvaluationRound.id)
+                 .where(EvaluatorAssignment.person_id == me))
+    below_led = sa.select(Organization.id).where(
+        sa.or_(*[Organization.path.startswith(p) for p in led_paths])) if led_paths else None
+    clauses = [Case.person_id == me, Case.id.in_(evaluated)]
+    if staff_orgs:
+        clauses.append(Case.organization_id.in_(staff_orgs))
+    if below_led is not None:
+        clauses.append(Case.organization_id.in_(below_led))
+    return sa.or_(*clauses)
+
+
+def ensure_case_visible(session: Session, principal: Principal, case_id: int) -> Case:
+    """The case, if this caller may read it; NotFound otherwise (never 403: no probing)."""
+    case = session.scalars(sa.select(Case).where(
+        Case.id == case_id, case_filter(session, principal))).first()
+    if case is None:
+        raise NotFound(f"case {case_id} not found")
+    return case
