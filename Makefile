@@ -4,6 +4,9 @@
 UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export PLEDGEFLOW_DATABASE_URL ?= sqlite:///var/pledgeflow.db
+# Precompile installed packages: this environment sets PYTHONDONTWRITEBYTECODE, so without it
+# every process would compile FastAPI, pydantic and SQLAlchemy from source at start-up.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: run test lint sync clean
 
@@ -17,11 +20,9 @@ export PLEDGEFLOW_DATABASE_URL ?= sqlite:///var/pledgeflow.db
 
 sync: .venv/.synced
 
-## The main job on the embedded defaults (SQLite under ./var/), with demo data.
+## The main job on the embedded defaults (SQLite under ./var/, local mail catcher), demo data.
 run: sync
-	$(UV) run --no-sync pledgeflow db upgrade
-	$(UV) run --no-sync pledgeflow seed --demo
-	$(UV) run --no-sync pledgeflow simulate --period 2010
+	$(UV) run --no-sync pledgeflow up
 
 ## The whole test suite (SQLite and PostgreSQL at 127.0.0.1:5432, database "test").
 test: sync

@@ -61,5 +61,6 @@ class ActionLink(IntPK, Base):
     notification_id: Mapped[int | None] = mapped_column(sa.ForeignKey("notification.id"))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
+    opened_at: Mapped[datetime | None]
     used_at: Mapped[datetime | None]
     superseded_at: Mapped[datetime | None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -29,13 +30,15 @@ def new_message_id() -> str:
 
 
 def enqueue(session: Session, people: Iterable[Person], *, template: str,
-            context: dict[str, Any], case_id: int | None = None, case_version: int | None = None,
-            batch_key: str | None = None) -> int:
-    """Queue one email per person with an address; returns how many rows were written."""
+            context: dict[str, Any], now: datetime, case_id: int | None = None,
+            case_version: int | None = None, batch_key: str | None = None) -> int:
+    """Queue one email per person with an address, due at ``now`` (the workflow's clock);
+    returns how many rows were written."""
     rows = [dict(recipient_person_id=p.id, recipient_email=p.email, lang=p.lang,
                  template=template, context=context, case_id=case_id,
                  case_version=case_version, message_id=new_message_id(),
-                 batch_key=f"{batch_key}:{p.id}" if batch_key else None)
+                 batch_key=f"{batch_key}:{p.id}" if batch_key else None,
+                 created_at=now, next_attempt_at=now)
             for p in people if p.email]
     if rows:
         session.execute(sa.insert(Notification), rows)
@@ -57,5 +60,5 @@ def enqueue_for_case(ctx: Context, *, template: str, audience: str) -> int:
     round_id = ctx.round.id if audience == "evaluators" and ctx.round else None
     people = directory.audience(ctx.session, audience, case, org, round_id=round_id)
     people = [p for p in people if p.id != ctx.actor.person_id]  # nobody is told of their own act
-    return enqueue(ctx.session, people, template=template, context=context, case_id=case.id,
-                   case_version=case.version)
+    return enqueue(ctx.session, people, template=template, context=context, now=ctx.now,
+                   case_id=case.id, case_version=case.version)

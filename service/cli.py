@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from notifications.cli import mail_app
 from service.clock import Clock, FixedClock, SystemClock, start_of_day
 from service.errors import PledgeflowError
 from service.settings import get_settings
@@ -27,6 +29,11 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 audit_app = typer.Typer(help="The tamper-evident history.", no_args_is_help=True)
 period_app = typer.Typer(help="Campaign periods.", no_args_is_help=True)
 workflow_app = typer.Typer(help="The transition table.", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens (for scripts and for the flows).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(mail_app, name="mail", help="Email templates.")
+app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(period_app, name="period")
@@ -54,6 +61,9 @@ def _unit_of_work() -> Iterator[Session]:
     except PledgeflowError as exc:
         lines = [exc.message] + [f"  - {r.message} [{r.code}]" for r in exc.reasons]
         _fail("\n".join(lines))
+    except DBAPIError as exc:
+        _fail(f"database error: {str(exc.orig).splitlines()[0]}\n"
+              "  is the database reachable and its schema current? try `pledgeflow db upgrade`")
     finally:
         engine.dispose()
 
@@ -185,6 +195,75 @@ def simulate(period: str = typer.Option("2010", help="Period to run."),
         clock = FixedClock()
         summary = run_period(session, period, clock=clock, roll_over=rollover)
     typer.echo(summary.render())
+
+
+@app.command("up")
+def up_command(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+               smtp_port: int = typer.Option(8025, help="Port of the local mail catcher.")
+               ) -> None:
+    """The main job on the embedded defaults: demo data, mail catcher, service, dispatcher."""
+    from service.up import up
+
+    up(host=host, port=port, smtp_port=smtp_port)
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+          port: int = typer.Option(8000, help="Port."),
+          workers: int = typer.Option(1, min=1, help="Worker processes.")) -> None:
+    """Run the HTTP service (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    uvicorn.run("service.api.asgi:app", host=host, port=port, workers=workers,
+                loop="uvloop", http="httptools", proxy_headers=False, access_log=False)
+
+
+@users_app.command("create")
+def users_create(
+    email: str = typer.Option(..., help="The person's e-mail address (the person must exist)."),
+    username: str = typer.Option(..., help="Sign-in name."),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from standard input."),
+) -> None:
+    """Give an existing person a sign-in (the password is asked for, or read from stdin)."""
+    import sqlalchemy as sa
+
+    from models import Person
+    from service.accounts import create_account
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+    with _unit_of_work() as session:
+        person_id = session.scalar(sa.select(Person.id).where(Person.email == email))
+        if person_id is None:
+            _fail(f"no person with e-mail {email!r}")
+        create_account(session, person_id=person_id, username=username, password=password)
+    typer.echo(f"account {username} created")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: str = typer.Option(..., help="What the token is for."),
+    username: str | None = typer.Option(None, help="A person's token (their username)."),
+    flow: str | None = typer.Option(None, help="A service token for this flow name."),
+) -> None:
+    """Create a bearer token and print it once (store it; only its hash is kept)."""
+    import sqlalchemy as sa
+
+    from models import Account
+    from service.accounts import create_token
+
+    if (username is None) == (flow is None):
+        _fail("give exactly one of --username or --flow", 2)
+    with _unit_of_work() as session:
+        account_id = None
+        if username is not None:
+            account_id = session.scalar(sa.select(Account.id).where(Account.username == username))
+            if account_id is None:
+                _fail(f"no account {username!r}")
+        token, _ = create_token(session, name=name, now=SystemClock().now(),
+                                account_id=account_id, flow_name=flow)
+    typer.echo(token)
 
 
 def main() -> None:

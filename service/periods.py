@@ -9,6 +9,7 @@ left to do and writes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -76,11 +77,11 @@ def open_period(session: Session, period: Period, *, actor: Actor, clock: Clock,
         history.append(session, history.EventDraft(
             action="open_period", actor=actor, occurred_at=clock.now(), period_id=period.id,
             payload={"period": period.code, "cases": len(new_ids)}))
-        _tell_everyone(session, period)
+        _tell_everyone(session, period, clock.now())
     return len(new_ids)
 
 
-def _tell_everyone(session: Session, period: Period) -> None:
+def _tell_everyone(session: Session, period: Period, now: datetime) -> None:
     """Unit staff and members learn that the new period has begun."""
     staff = sa.select(Position.person_id).where(Position.role.in_(tuple(UNIT_STAFF)))
     members = sa.select(Case.person_id).where(Case.period_id == period.id,
@@ -92,7 +93,7 @@ def _tell_everyone(session: Session, period: Period) -> None:
         "period_zh": period.name_zh, "period_en": period.name_en,
         "starts_on": period.starts_on.isoformat(),
         "pledge_due_on": period.pledge_due_on.isoformat(),
-    }, batch_key=f"period_opened:{period.code}")
+    }, now=now, batch_key=f"period_opened:{period.code}")
 
 
 def roll_over(session: Session, period_code: str, *, actor: Actor, clock: Clock) -> RolloverReport:

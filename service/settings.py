@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=100)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Request size cap.")
     cookie_secure: bool = Field(default=False, description="Send cookies over HTTPS only.")
+    mail_catcher_dir: str | None = Field(
+        default=None, description="Where the local mail catcher keeps mail; enables /dev/mail.")
+    dispatcher: bool = Field(default=True, description="Deliver the outbox from the service.")
+    smtp_timeout: float = Field(default=10.0, gt=0)
+    smtp_connections: int = Field(default=4, ge=1, le=32)
+    smtp_verify_tls: bool = True
+    outbox_max_attempts: int = Field(default=8, ge=1)
     service_token: str | None = Field(
         default=None, description="Bearer token the flows use to act (pledgeflow tokens "
         "create --flow NAME).")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from service.api import problems
 from service.api.limits import BodySizeLimit
@@ -26,13 +32,15 @@ Every action goes through one choke point. Responses about a case carry its vers
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build the app for these settings (and, for tests and demos, a clock)."""
     from service.api.routes import ROUTERS
+    from service.web.routes import links, mail
 
     settings = settings or get_settings()
     engine = make_engine(settings.database_url, echo=settings.sql_echo,
                          pool_size=settings.db_pool_size)
     factory = make_session_factory(engine)
     app = FastAPI(title="pledgeflow", version="0.1.0", description=DESCRIPTION,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+                  lifespan=_lifespan)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = factory
@@ -41,6 +49,37 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(links.router)
+    if settings.mail_catcher_dir:
+        app.include_router(mail.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent.parent / "web" / "static"),
+              name="static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the outbox dispatcher beside the service, so an email leaves within seconds."""
+    settings: Settings = app.state.settings
+    stop, task = asyncio.Event(), None
+    if settings.dispatcher:
+        from notifications.dispatcher import Dispatcher, DispatchPolicy
+        from notifications.smtp import SmtpTarget
+
+        dispatcher = Dispatcher(
+            app.state.session_factory, clock=app.state.clock, base_url=settings.base_url,
+            mail_from=settings.mail_from,
+            smtp=SmtpTarget.from_url(settings.smtp_url, timeout=settings.smtp_timeout,
+                                     verify_tls=settings.smtp_verify_tls),
+            policy=DispatchPolicy(connections=settings.smtp_connections,
+                                  max_attempts=settings.outbox_max_attempts))
+        task = asyncio.create_task(dispatcher.run_forever(stop), name="outbox-dispatcher")
+    try:
+        yield
+    finally:
+        stop.set()
+        if task is not None:
+            await task
+        app.state.engine.dispose()

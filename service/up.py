@@ -1,0 +1,84 @@
+"""``pledgeflow up``: the whole system on the embedded defaults, for a newcomer.
+
+SQLite under ./var/, the notice's data plus demo people, the first period opened, a local mail
+catcher (a real SMTP server on loopback) whose mail the web app shows at /dev/mail, and the
+service with its outbox dispatcher. Flows are started beside it when available.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import typer
+
+from service.settings import get_settings
+
+__all__ = ["up"]
+
+BANNER = """
+pledgeflow is running (ready in {ready:.1f} s)
+  service      {base}/            API docs {base}/docs
+  mailbox      {base}/dev/mail     (every email sent, links work)
+  bulletin     {base}/api/v1/bulletin
+  database     {db}
+  sign in as   office.admin, supply-marketing.secretary, … (password: pledgeflow-demo)
+Press Ctrl-C to stop.
+"""
+
+
+def up(host: str = "127.0.0.1", port: int = 8000, smtp_port: int = 8025,
+       var: Path = Path("var")) -> None:
+    """Prepare the embedded defaults and run everything until interrupted."""
+    started = time.perf_counter()
+    var.mkdir(parents=True, exist_ok=True)
+    mail_dir = var / "mail"
+    os.environ.setdefault("PLEDGEFLOW_DATABASE_URL", f"sqlite:///{var}/pledgeflow.db")
+    os.environ.setdefault("PLEDGEFLOW_SMTP_URL", f"smtp://127.0.0.1:{smtp_port}")
+    os.environ.setdefault("PLEDGEFLOW_BASE_URL", f"http://{host}:{port}")
+    os.environ.setdefault("PLEDGEFLOW_MAIL_CATCHER_DIR", str(mail_dir))
+    get_settings.cache_clear()
+    settings = get_settings()
+
+    from service import migrate
+    from service.clock import SystemClock
+    from service.db import make_engine, make_session_factory
+    from service.periods import get_period, open_period
+    from service.seed import seed
+    from service.workflow.roles import Actor
+
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as session, session.begin():
+        report = seed(session, demo=True)
+        first = get_period(session, "2010")
+        if first.status == "planned":
+            open_period(session, first, actor=Actor(flow="up"), clock=SystemClock())
+    engine.dispose()
+    typer.echo(f"seed: {report.summary()}")
+
+    from notifications.catcher import start_catcher
+
+    catcher = start_catcher(mail_dir, port=smtp_port)
+    import uvicorn
+
+    from service.api.app import create_app
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
+                            access_log=False, log_level="warning")
+    server = uvicorn.Server(config)
+
+    original_startup = server.startup
+
+    async def startup(sockets=None):  # type: ignore[no-untyped-def]
+        await original_startup(sockets)
+        typer.echo(BANNER.format(ready=time.perf_counter() - started,
+                                 base=settings.base_url, db=settings.database_url))
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        catcher.stop()

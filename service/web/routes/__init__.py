@@ -1,0 +1,1 @@
+"""Server-rendered pages (not part of the JSON API's OpenAPI document)."""
