@@ -13,11 +13,12 @@ from models.organization import Account, Organization, Person, Position
 from models.period import CriteriaSet, Criterion, Period
 from models.pledge import FulfilmentEntry, Pledge, PledgeItem
 from models.review import Review
+from models.spot_check import SpotCheck
 
 __all__ = [
     "Base", "Case", "Commendation", "Nomination", "Ballot", "BallotReceipt", "EvaluationRound",
     "EvaluatorAssignment", "ChainHead", "Event", "Objection", "PublicNotice", "ActionLink",
     "Notification", "Account", "Organization", "Person", "Position", "CriteriaSet", "Criterion",
     "Period", "FulfilmentEntry", "Pledge", "PledgeItem", "Review", "ApiToken", "WebSession",
-    "LoginFailure", "IdempotencyRecord",
+    "LoginFailure", "IdempotencyRecord", "SpotCheck",
 ]

@@ -148,17 +148,31 @@ class Dispatcher:
         return case is None or (case.stage, case.status) != (
             row.context.get("stage"), row.context.get("status"))
 
+    def _links(self, session: Session, row: Notification, case_id: int | None,
+               version: int | None, actions: tuple[str, ...], now: datetime) -> list[dict]:
+        """Mint this recipient's action links for a case (tokens live only in the email)."""
+        if case_id is None or row.recipient_person_id is None:
+            return []
+        return [{"label_zh": links.LINK_LABELS[a][0], "label_en": links.LINK_LABELS[a][1],
+                 "url": links.link_url(self.base_url, links.issue(
+                     session, recipient_id=row.recipient_person_id, case_id=case_id,
+                     action=a, case_version=version, now=now, notification_id=row.id))}
+                for a in actions]
+
+    def _case_url(self, case_id: int | None) -> str:
+        return f"{self.base_url.rstrip('/')}/cases/{case_id}" if case_id else self.base_url
+
     def _message(self, session: Session, row: Notification, now: datetime) -> EmailMessage:
         context: dict[str, Any] = dict(row.context)
-        context["links"] = [
-            {"label_zh": links.LINK_LABELS[a][0], "label_en": links.LINK_LABELS[a][1],
-             "url": links.link_url(self.base_url, links.issue(
-                 session, recipient_id=row.recipient_person_id, case_id=row.case_id,
-                 action=a, case_version=row.case_version, now=now, notification_id=row.id))}
-            for a in LINKS_FOR.get(row.template, ())
-            if row.case_id is not None and row.recipient_person_id is not None]
-        context["case_url"] = (f"{self.base_url.rstrip('/')}/cases/{row.case_id}"
-                               if row.case_id else self.base_url)
+        context["links"] = self._links(session, row, row.case_id, row.case_version,
+                                       LINKS_FOR.get(row.template, ()), now)
+        context["case_url"] = self._case_url(row.case_id)
+        if "items" in context:  # batched reminders: links per listed case
+            context["items"] = [
+                {**item, "case_url": self._case_url(item.get("case_id")),
+                 "links": self._links(session, row, item.get("case_id"), item.get("version"),
+                                      tuple(item.get("link_actions", ())), now)}
+                for item in context["items"]]
         rendered = render(row.template, row.lang if row.lang in ("zh", "en") else "zh", context)
         message = EmailMessage()
         message["From"] = self.mail_from

@@ -7,6 +7,8 @@ JSON; ``CampaignRules.model_validate(period.rules)`` fills in whatever it leaves
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["CampaignRules", "ScaleOption", "Scale", "SCALES", "DEFAULT_RULES"]
@@ -99,6 +101,9 @@ class CampaignRules(BaseModel):
     round_extension_days: int = Field(
         default=7, ge=1, le=60, description="How long a round below quorum is extended, once."
     )
+    disclosure_scope: Literal["unit", "superior", "public"] = Field(
+        default="unit", description="Who may see announced evaluation results (通报范围): the "
+        "unit and its superiors, only the superiors, or the public bulletin.")
     reminder_days_before: tuple[int, ...] = Field(
         default=(3, 1), description="Reminders this many days before a deadline."
     )

@@ -138,6 +138,10 @@ class Context:
         """How many cases of this case's selection are already commended."""
         if self.nomination is None:
             return 0
+        # Lock the selection first: concurrent decisions on other cases of it then count each
+        # other's commendations instead of both filling the last place of the quota.
+        self.session.execute(sa.select(Commendation.id).where(
+            Commendation.id == self.nomination.commendation_id).with_for_update())
         return self.session.scalar(
             sa.select(sa.func.count()).select_from(Nomination)
             .join(Case, Case.id == Nomination.case_id)

@@ -203,6 +203,7 @@ def open_round(ctx: Context) -> None:
     rules = ctx.rules
     round_ = EvaluationRound(
         case_id=ctx.case.id, scale=rules.scale, quorum=rules.quorum,
+        disclosure_scope=rules.disclosure_scope,
         criteria=_round_criteria(ctx), opened_at=ctx.now,
         closes_at=max(end_of_day(ctx.period.evaluation_due_on), ctx.now + timedelta(days=1)),
     )
@@ -237,6 +238,34 @@ def candidate_evaluators(ctx: Context) -> list[tuple[int, str]]:
         .group_by(Position.person_id).order_by(Position.person_id)
     ).all()
     return [(pid, role) for pid, role in rows if pid != ctx.case.person_id]
+
+
+def assign_evaluators(ctx: Context) -> None:
+    """Add and remove evaluators of the open round; new ones are invited by email."""
+    data = ctx.input
+    assert isinstance(data, inputs.AssignEvaluators) and ctx.round is not None
+    have = {a.person_id: a for a in ctx.assignments}
+    for person_id in data.remove:
+        if person_id in have:
+            ctx.session.delete(have.pop(person_id))
+    people = ctx.session.scalars(sa.select(Person).where(
+        Person.id.in_([p for p in data.add if p not in have]), Person.active.is_(True))).all()
+    unknown = sorted(set(data.add) - set(have) - {p.id for p in people})
+    if unknown:
+        raise InvalidInput("unknown evaluators", [Reason(
+            "unknown_person", f"no active person with id {p}") for p in unknown])
+    ctx.session.add_all([EvaluatorAssignment(
+        round_id=ctx.round.id, person_id=p.id,
+        kind="member_representative" if p.is_party_member else "worker_representative")
+        for p in people if p.id != ctx.case.person_id])
+    ctx.session.flush()
+    ctx.payload.update(added=sorted(p.id for p in people), removed=sorted(data.remove))
+    ctx.__dict__.pop("assignments", None)
+    from notifications import outbox
+
+    outbox.enqueue(ctx.session, [p for p in people if p.id != ctx.case.person_id],
+                   template="ballot_invitation", context=outbox.case_context(ctx), now=ctx.now,
+                   case_id=ctx.case.id, case_version=ctx.case.version)
 
 
 def cast_ballot(ctx: Context) -> None:

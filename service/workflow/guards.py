@@ -239,6 +239,16 @@ def all_voted_or_deadline(ctx: Context) -> Reason | None:
     return None
 
 
+def removed_have_not_voted(ctx: Context) -> Reason | None:
+    """An evaluator who already voted stays assigned: their ballot is in the count."""
+    assert isinstance(ctx.input, inputs.AssignEvaluators)
+    voted = {a.person_id for a in ctx.assignments if a.voted_at is not None}
+    clash = sorted(voted & set(ctx.input.remove))
+    if clash:
+        return _refuse("already_voted", f"evaluators {clash} already voted and cannot be removed")
+    return None
+
+
 def not_extended(ctx: Context) -> Reason | None:
     """A round below quorum is extended once, no more."""
     if ctx.round is not None and ctx.round.extended:

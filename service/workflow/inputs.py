@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ItemInput", "EditPledge", "FulfilmentIn", "RecordFulfilment", "RecordReview",
-    "AcknowledgeReview", "CastBallot", "FileObjection", "ResolveObjection", "AdjustNomination", "Decide",
+    "AcknowledgeReview", "CastBallot", "FileObjection", "ResolveObjection", "AdjustNomination",
+    "Decide", "AssignEvaluators",
 ]
 
 Text = Field(min_length=1, max_length=4000)
@@ -89,6 +90,13 @@ class Decide(_Input):
     """The campaign office's decision on one shortlisted candidate."""
 
     commend: bool
+
+
+class AssignEvaluators(_Input):
+    """The campaign office adds or removes evaluators of an open round."""
+
+    add: list[int] = Field(default_factory=list, max_length=500)
+    remove: list[int] = Field(default_factory=list, max_length=500)
 
 
 class AdjustNomination(_Input):

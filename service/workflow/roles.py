@@ -4,9 +4,10 @@ Roles are never stored per case; they follow from the reporting line:
 
 - ``subject``   — a member for their own case; the secretary, deputy or clerk of the unit for a
                   unit's case (they draft and submit, answer reviews).
-- ``superior``  — a secretary or deputy of an organization above the unit (for a member's case,
-                  of the member's own organization or above): approves, returns, reviews.
-                  The campaign office's admins lead the office, the enterprises' superior.
+- ``superior``  — a secretary or deputy one step up the reporting line: of the unit's parent
+                  organization; for a member's case, of the member's own organization (or of
+                  its parent). Approves, returns, reviews. The campaign office's admins lead
+                  the office, which is the superior of the eight enterprise committees.
 - ``office``    — an admin of the campaign office: opens stages, decides commendations.
 - ``auditor``   — reads history; acts on nothing.
 - ``evaluator`` — assigned to the case's evaluation round.
@@ -88,12 +89,13 @@ def relative_roles(session: Session, case: Case, case_org: Organization, actor: 
 
 def _is_superior(org_id: int, org_path: str, case: Case, case_org: Organization,
                  actor: Actor) -> bool:
-    """A leader of an organization above the case's unit (or, for a member, of their own)."""
+    """A leader one step up the reporting line (隶属关系): of the unit's parent organization;
+    for a member, of their own organization (or its parent, when they lead it themselves)."""
     if case.subject_kind == "member":
         if case.person_id == actor.person_id:
             return False
-        return case_org.path.startswith(org_path)
-    return org_id != case.organization_id and case_org.path.startswith(org_path)
+        return org_id in (case_org.id, case_org.parent_id)
+    return org_id == case_org.parent_id
 
 
 def _is_assigned_evaluator(session: Session, case_id: int, person_id: int) -> bool:

@@ -1,0 +1,240 @@
+"""The caller's inbox: the cases waiting on *them* now, overdue first.
+
+Two steps, so that the inbox of a committee secretary does not judge every case of the
+enterprise one by one:
+
+1. SQL narrows to cases where the caller plausibly holds a role whose task is due in the
+   case's state — derived from the transition table, not hand-listed: their own member case
+   and the unit cases where they are staff (subject); unit cases directly below the
+   organizations they lead, and member cases of the organizations they lead (superior — the
+   same people ``service.directory.audience("superior")`` would notify); open rounds where
+   they have not voted yet (evaluator); and, for campaign-office admins, the states where the
+   office alone decides (office).
+2. ``engine.actions_for`` — the choke point's own role check — says what they may do there.
+
+A case is in the inbox when one of those actions is a *task*. Not tasks: actions a role may take
+at any time (ad hoc reviews, fulfilment updates, withdrawing, adjusting a shortlist). Never
+listed: the scheduled steps the flows take (the office may step in through ``/cases``, but
+nothing waits on it), and resolving objections when no objection is open.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session, aliased
+
+from models import (
+    Case,
+    EvaluationRound,
+    EvaluatorAssignment,
+    Objection,
+    Organization,
+    Person,
+    Position,
+)
+from service.accounts import require_person
+from service.api.deps import AppClock, CurrentPrincipal, UoW
+from service.api.schemas import CaseOut
+from service.visibility import case_filter
+from service.workflow import engine, table
+from service.workflow.roles import LEADERS, UNIT_STAFF, Actor
+
+router = APIRouter(prefix="/api/v1", tags=["inbox"])
+
+#: Actions a role may take at any time; they never put a case in an inbox by themselves.
+OPTIONAL = frozenset({"record_ad_hoc_review", "record_fulfilment", "withdraw",
+                      "adjust_nomination"})
+#: Actions that only make sense while an objection is open.
+RESOLVE = frozenset({"uphold_objection", "dismiss_objection"})
+
+
+def _task_states(role: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(states where ``role`` has a task, states where its only task is resolving an
+    objection), read off the transition table."""
+    always: set[tuple[str, str]] = set()
+    if_objection: set[tuple[str, str]] = set()
+    for t in table.TRANSITIONS:
+        if role not in t.roles or t.action in OPTIONAL or (role == "office" and "flow" in t.roles):
+            continue
+        for status in t.sources:
+            (if_objection if t.action in RESOLVE else always).add((t.stage, status))
+    return always, if_objection - always
+
+
+TASK_STATES = {role: _task_states(role) for role in ("subject", "superior", "evaluator", "office")}
+#: Actions only the flows and the office take (the office as a stand-in for a flow).
+SCHEDULED = frozenset(t.action for t in table.TRANSITIONS
+                      if "flow" in t.roles and not (t.roles - {"flow", "office"}))
+
+
+class InboxItem(BaseModel):
+    case: CaseOut
+    organization_name_zh: str
+    organization_name_en: str
+    member_name: str | None = None
+    actions: list[str] = Field(description="What the caller may do on this case now (the "
+                                           "flows' scheduled steps are left out).")
+    due_at: datetime | None
+    overdue: bool
+
+
+class InboxPage(BaseModel):
+    items: list[InboxItem]
+    total: int = Field(description="Items in the whole inbox (all pages).")
+    offset: int
+    limit: int
+
+
+@router.get("/inbox", response_model=InboxPage,
+            summary="What the caller must act on, overdue first")
+def inbox(uow: UoW, clock: AppClock, principal: CurrentPrincipal,
+          limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0)) -> InboxPage:
+    """The caller's tasks: overdue first, then by due date (none last), then by case id."""
+    me = require_person(principal)  # 401 anonymous; 403 for a flow (it has no inbox)
+    now = clock.now()
+    with uow() as session:
+        candidates = _candidates(session, me, case_filter(session, principal))
+        items = _with_tasks(session, candidates, me)
+        items.sort(key=lambda it: (not _overdue(it[0], now), it[0].due_at is None,
+                                   it[0].due_at or now, it[0].id))
+        page = items[offset:offset + limit]
+        names = _names(session, [case for case, _ in page])
+        return InboxPage(total=len(items), offset=offset, limit=limit, items=[
+            _item(case, actions, now, names) for case, actions in page])
+
+
+def _with_tasks(session: Session, candidates: list[Case], me: int
+                ) -> list[tuple[Case, list[str]]]:
+    """The candidates on which the caller has a task, with what they may do (step 2).
+
+    ``actions_for`` depends on the case only through its state, subject kind, organization,
+    whether it is the caller's own member case and whether the caller is assigned to its
+    round; cases alike in all of these share one call, so a large inbox costs a few queries
+    per organization and state rather than per case."""
+    actor = Actor(person_id=me)
+    orgs = _preload_orgs(session, candidates)  # noqa: F841 — keeps them in the session
+    open_objections = set(session.scalars(
+        sa.select(Objection.case_id).where(Objection.status == "open").distinct()))
+    assigned = set(session.scalars(
+        sa.select(EvaluationRound.case_id)
+        .join(EvaluatorAssignment, EvaluatorAssignment.round_id == EvaluationRound.id)
+        .where(EvaluatorAssignment.person_id == me)))
+    memo: dict[tuple, list[str]] = {}
+    items: list[tuple[Case, list[str]]] = []
+    for case in candidates:
+        key = (case.stage, case.status, case.subject_kind, case.organization_id,
+               case.person_id == me, case.id in assigned)
+        if key not in memo:
+            memo[key] = engine.actions_for(session, case, actor)
+        actions = [a for a in memo[key] if a not in SCHEDULED and
+                   (a not in RESOLVE or case.id in open_objections)]
+        if any(a not in OPTIONAL for a in actions):
+            items.append((case, actions))
+    return items
+
+
+def _overdue(case: Case, now: datetime) -> bool:
+    return case.due_at is not None and case.due_at < now
+
+
+def _item(case: Case, actions: list[str], now: datetime,
+          names: dict[int, tuple[str, str, str | None]]) -> InboxItem:
+    out = CaseOut.model_validate(case)
+    out.actions = actions
+    zh, en, member = names[case.id]
+    return InboxItem(case=out, organization_name_zh=zh, organization_name_en=en,
+                     member_name=member, actions=actions, due_at=case.due_at,
+                     overdue=_overdue(case, now))
+
+
+def _in_states(states: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
+    if not states:
+        return sa.false()
+    return sa.or_(*[sa.and_(Case.stage == stage, Case.status == status)
+                    for stage, status in sorted(states)])
+
+
+def _role_clause(role: str, who: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """Cases matched by ``who`` in a state where ``role`` has a task."""
+    always, if_objection = TASK_STATES[role]
+    has_objection = sa.exists().where(Objection.case_id == Case.id, Objection.status == "open")
+    return sa.and_(who, sa.or_(_in_states(always),
+                               sa.and_(_in_states(if_objection), has_objection)))
+
+
+def _candidates(session: Session, me: int, visible: sa.ColumnElement[bool]) -> list[Case]:
+    """Non-closed, visible cases where the caller plausibly has a task (step 1)."""
+    positions = session.execute(
+        sa.select(Position.role, Organization.id, Organization.kind)
+        .join(Organization, Organization.id == Position.organization_id)
+        .where(Position.person_id == me)).all()
+    staff = sorted({oid for role, oid, _ in positions if role in UNIT_STAFF})
+    is_office = any(role == "admin" and kind == "campaign_office" for role, _, kind in positions)
+    led = sorted({oid for role, oid, kind in positions
+                  if role in LEADERS or (role == "admin" and kind == "campaign_office")})
+
+    clauses = [_role_clause("subject", sa.or_(
+        Case.person_id == me,
+        sa.and_(Case.subject_kind == "organization", Case.organization_id.in_(staff))))]
+    if led:
+        clauses.append(_role_clause("superior", _superior_of(me, led)))
+    unvoted = (sa.select(EvaluationRound.case_id)
+               .join(EvaluatorAssignment, EvaluatorAssignment.round_id == EvaluationRound.id)
+               .where(EvaluatorAssignment.person_id == me, EvaluatorAssignment.voted_at.is_(None),
+                      EvaluationRound.status == "open"))
+    clauses.append(_role_clause("evaluator", Case.id.in_(unvoted)))
+    if is_office:
+        clauses.append(_role_clause("office", sa.true()))
+    return list(session.scalars(
+        sa.select(Case).where(Case.stage != "closed", visible, sa.or_(*clauses))
+        .order_by(Case.id)))
+
+
+def _superior_of(me: int, led: list[int]) -> sa.ColumnElement[bool]:
+    """Cases whose direct superior the caller is, as ``directory.audience`` defines it: units
+    directly below an organization they lead; members of an organization they lead; members
+    who lead their own organization alone, one level up."""
+    below_led = sa.select(Organization.id).where(Organization.parent_id.in_(led))
+    own = aliased(Position)
+    other = aliased(Position)
+    member_leads = sa.exists().where(own.person_id == Case.person_id,
+                                     own.organization_id == Case.organization_id,
+                                     own.role.in_(LEADERS))
+    another_leader = sa.exists().where(other.organization_id == Case.organization_id,
+                                       other.role.in_(LEADERS),
+                                       other.person_id != Case.person_id)
+    return sa.or_(
+        sa.and_(Case.subject_kind == "organization", Case.organization_id.in_(below_led)),
+        sa.and_(Case.subject_kind == "member", Case.person_id != me,
+                Case.organization_id.in_(led)),
+        sa.and_(Case.subject_kind == "member", Case.organization_id.in_(below_led),
+                member_leads, sa.not_(another_leader)),
+    )
+
+
+def _preload_orgs(session: Session, cases: list[Case]) -> list[Organization]:
+    """Load the cases' organizations in one query, so ``actions_for`` finds them in the
+    session's identity map (which holds them only while someone references them)."""
+    ids = sorted({c.organization_id for c in cases})
+    if not ids:
+        return []
+    return list(session.scalars(sa.select(Organization).where(Organization.id.in_(ids))))
+
+
+def _names(session: Session, cases: list[Case]) -> dict[int, tuple[str, str, str | None]]:
+    """(unit name zh, unit name en, member name) per case."""
+    if not cases:
+        return {}
+    orgs = {oid: (zh, en) for oid, zh, en in session.execute(
+        sa.select(Organization.id, Organization.name_zh, Organization.name_en).where(
+            Organization.id.in_(sorted({c.organization_id for c in cases})))).all()}
+    person_ids = sorted({c.person_id for c in cases if c.person_id is not None})
+    people = {pid: name for pid, name in session.execute(
+        sa.select(Person.id, Person.name).where(Person.id.in_(person_ids))).all()} \
+        if person_ids else {}
+    return {c.id: (*orgs[c.organization_id], people.get(c.person_id) if c.person_id else None)
+            for c in cases}
