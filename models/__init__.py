@@ -4,7 +4,7 @@ from models.auth import ApiToken, LoginFailure, WebSession
 from models.base import Base
 from models.case import Case
 from models.commendation import Commendation, Nomination
-from models.evaluation import Ballot, BallotReceipt, EvaluationRound, EvaluatorAssignment
+from models.evaluation import BallotCount, BallotReceipt, EvaluationRound, EvaluatorAssignment
 from models.event import ChainHead, Event
 from models.idempotency import IdempotencyRecord
 from models.notice import Objection, PublicNotice
@@ -16,7 +16,7 @@ from models.review import Review
 from models.spot_check import SpotCheck
 
 __all__ = [
-    "Base", "Case", "Commendation", "Nomination", "Ballot", "BallotReceipt", "EvaluationRound",
+    "Base", "Case", "Commendation", "Nomination", "BallotCount", "BallotReceipt", "EvaluationRound",
     "EvaluatorAssignment", "ChainHead", "Event", "Objection", "PublicNotice", "ActionLink",
     "Notification", "Account", "Organization", "Person", "Position", "CriteriaSet", "Criterion",
     "Period", "FulfilmentEntry", "Pledge", "PledgeItem", "Review", "ApiToken", "WebSession",

@@ -1,14 +1,13 @@
 """Mass evaluation (群众评议): rounds, evaluator assignments, anonymous ballots.
 
-Anonymity is structural: ``EvaluatorAssignment.voted_at`` records *that* someone voted;
-``Ballot`` records *what* was chosen, with a random id and no voter, no time and no order that
-could link the two. The unique ``(round_id, assignment_id)`` on ``BallotReceipt`` makes one ballot
-per evaluator a database constraint.
+Anonymity is structural: ``EvaluatorAssignment.voted_at`` and ``BallotReceipt`` record *that*
+someone voted; ``BallotCount`` keeps only totals per criterion and option, so *what* anyone
+chose is never stored on its own. The primary key ``(round_id, assignment_id)`` of
+``BallotReceipt`` makes one ballot per evaluator a database constraint.
 """
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, IntPK
 
-__all__ = ["EvaluationRound", "EvaluatorAssignment", "BallotReceipt", "Ballot", "ROUND_STATUSES"]
+__all__ = ["EvaluationRound", "EvaluatorAssignment", "BallotReceipt", "BallotCount",
+           "ROUND_STATUSES"]
 
 ROUND_STATUSES = ("open", "tallied", "inconclusive")
 DISCLOSURE_SCOPES = ("unit", "superior", "public")
@@ -74,11 +74,16 @@ class BallotReceipt(Base):
     )
 
 
-class Ballot(Base):
-    """What one (unknown) evaluator chose: criterion code -> scale option code."""
+class BallotCount(Base):
+    """The ballot box: how many ballots of a round chose each option on each criterion.
 
-    __tablename__ = "ballot"
+    A vote only adds one to counters; no row per ballot exists, so no storage order, row id
+    or transaction id can tie what was chosen to who chose it.
+    """
 
-    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
-    round_id: Mapped[int] = mapped_column(sa.ForeignKey("evaluation_round.id"), index=True)
-    answers: Mapped[dict[str, Any]] = mapped_column()
+    __tablename__ = "ballot_count"
+
+    round_id: Mapped[int] = mapped_column(sa.ForeignKey("evaluation_round.id"), primary_key=True)
+    criterion: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    option: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)

@@ -13,10 +13,11 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import ChainHead, Event
@@ -55,7 +56,8 @@ def canonical(fields: dict[str, Any]) -> bytes:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        # The database gives instants back in UTC, so hash them in UTC whatever zone came in.
+        return (value.astimezone(UTC) if value.tzinfo is not None else value).isoformat()
     raise TypeError(f"cannot hash {type(value).__name__}")
 
 
@@ -68,9 +70,11 @@ def _lock_head(session: Session) -> ChainHead:
     query = sa.select(ChainHead).where(ChainHead.id == 1).with_for_update()
     head_row = session.scalars(query).first()
     if head_row is None:
-        head_row = ChainHead(id=1, seq=0, hash=GENESIS_HASH)
-        session.add(head_row)
-        session.flush()
+        # The very first appends may race: create the row if nobody has, then lock it.
+        insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql"
+                  else sqlite.insert)(ChainHead)
+        session.execute(insert.values(id=1, seq=0, hash=GENESIS_HASH).on_conflict_do_nothing())
+        head_row = session.scalars(query).one()
     return head_row
 
 
@@ -134,7 +138,9 @@ def verify(session: Session, *, expected_head: str | None = None) -> Break | Non
     ``expected_head`` is a previously exported head hash: if it is not on the chain any more,
     the history was truncated or rewritten after that export.
     """
-    prev, expected_seq, seen_head = GENESIS_HASH, 1, expected_head is None
+    # A head exported from the empty chain (genesis) is on every chain.
+    prev, expected_seq = GENESIS_HASH, 1
+    seen_head = expected_head is None or expected_head == GENESIS_HASH
     for event in _stream(session):
         if event.seq != expected_seq:
             return Break(expected_seq, f"event {expected_seq} is missing (next is {event.seq})")

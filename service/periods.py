@@ -14,7 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models import Case, Organization, Period, Person, Position
+from models import Case, Commendation, Organization, Period, Person, Position
 from notifications import outbox
 from service import history
 from service.clock import Clock, end_of_day
@@ -96,6 +96,16 @@ def _tell_everyone(session: Session, period: Period, now: datetime) -> None:
     }, now=now, batch_key=f"period_opened:{period.code}")
 
 
+def _finish_selections(session: Session, period: Period, *, actor: Actor,
+                       clock: Clock) -> None:
+    """Selections whose cases all closed (some lapsed) are finished, their notices closed."""
+    from service.commendation import finish_if_decided
+
+    for selection_row in session.scalars(sa.select(Commendation).where(
+            Commendation.period_id == period.id, Commendation.status != "decided")):
+        finish_if_decided(session, selection_row, actor=actor, clock=clock)
+
+
 def roll_over(session: Session, period_code: str, *, actor: Actor, clock: Clock) -> RolloverReport:
     """Close an ended period (unfinished cases lapse) and open the next. Idempotent."""
     period = get_period(session, period_code, lock=True)
@@ -110,6 +120,7 @@ def roll_over(session: Session, period_code: str, *, actor: Actor, clock: Clock)
         for case_id in unfinished:
             engine.apply(session, case_id=case_id, action="lapse", actor=actor, clock=clock)
         lapsed, closed_code = len(unfinished), period.code
+        _finish_selections(session, period, actor=actor, clock=clock)
         period.status = "closed"
         history.append(session, history.EventDraft(
             action="close_period", actor=actor, occurred_at=clock.now(), period_id=period.id,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from service.rules import CampaignRules
 
-__all__ = ["CriterionResult", "Tally", "tally_round", "validate_ballot"]
+__all__ = ["CriterionResult", "Tally", "tally_round", "tally_counts", "validate_ballot"]
 
 # Compare shares after rounding away float noise, so 2/3 turnout meets a 2/3 quorum.
 _PRECISION = 9
@@ -137,6 +137,45 @@ def tally_round(
                     f"is not on the {scale.code} scale"
                 )
             counts[criterion][option] += 1
+    return tally_counts(assigned=assigned, cast=cast, counts=counts, criteria=criteria,
+                        rules=rules)
+
+
+def tally_counts(
+    *,
+    assigned: int,
+    cast: int,
+    counts: Mapping[str, Mapping[str, int]],
+    criteria: Sequence[str],
+    rules: CampaignRules,
+) -> Tally:
+    """Count a round from its ballot box: per criterion, how many chose each option.
+
+    This is how rounds are stored (no ballot is kept as a row, so none can be traced back to
+    its voter); ``cast`` comes from the receipts. Raises ``ValueError`` for unknown criteria or
+    options, negative counts, or a criterion answered more often than ballots were cast.
+    """
+    if assigned < 0 or cast < 0:
+        raise ValueError(f"assigned and cast must not be negative, got {assigned}, {cast}")
+    if cast > assigned:
+        raise ValueError(f"{cast} ballots cast but only {assigned} evaluators assigned")
+    if len(set(criteria)) != len(criteria):
+        raise ValueError(f"criteria must not repeat a code: {list(criteria)}")
+    scale = rules.ballot_scale
+    unknown = set(counts) - set(criteria)
+    if unknown:
+        raise ValueError(f"unknown criteria in the counts: {sorted(unknown)}")
+    full: dict[str, dict[str, int]] = {c: {o.code: 0 for o in scale.options} for c in criteria}
+    for criterion, per_option in counts.items():
+        for option, n in per_option.items():
+            if scale.option(option) is None:
+                raise ValueError(f"option {option!r} is not on the {scale.code} scale")
+            if n < 0:
+                raise ValueError(f"negative count for {criterion}/{option}")
+            full[criterion][option] = n
+        if sum(full[criterion].values()) > cast:
+            raise ValueError(f"criterion {criterion!r} answered more often than ballots cast")
+    counts = full
 
     satisfied_codes = {o.code for o in scale.options if o.satisfied}
     results = []

@@ -10,8 +10,18 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models import (
-    Account, Case, Commendation, EvaluationRound, EvaluatorAssignment, Event, Notification, Organization,
-    Period, Person, Pledge, PledgeItem,
+    Account,
+    Case,
+    Commendation,
+    EvaluationRound,
+    EvaluatorAssignment,
+    Event,
+    Notification,
+    Organization,
+    Period,
+    Person,
+    Pledge,
+    PledgeItem,
 )
 from service import commendation, directory
 from service.clock import FixedClock, end_of_day, start_of_day

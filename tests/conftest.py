@@ -93,7 +93,9 @@ def require_backend(backend: str) -> None:
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    """A name unique to this test process (xdist worker and pid), so that parallel runs on one
+    machine never share or drop each other's databases."""
+    return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -137,8 +139,13 @@ def fresh_db(db: Database, tmp_path) -> Iterator[Database]:  # type: ignore[no-u
     if db.backend == "sqlite":
         path = tmp_path / "fresh.db"
         source = sa.engine.make_url(db.url).database
-        with db.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(FULL)")
+        # On the DBAPI connection: through SQLAlchemy the engine's "begin" hook would open
+        # BEGIN IMMEDIATE first, and a checkpoint inside a transaction fails ("table is locked").
+        raw = db.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(FULL)")
+        finally:
+            raw.close()
         path.write_bytes(open(source, "rb").read())  # noqa: SIM115
         url = f"sqlite:///{path}"
         engine = make_engine(url)

@@ -4,11 +4,13 @@ choke point, the ETag, metrics — in one place, so each route only says which a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.accounts import Principal
@@ -20,7 +22,9 @@ from service.visibility import ensure_case_visible
 from service.workflow import engine
 from service.workflow.roles import Actor
 
-__all__ = ["perform", "etag", "parse_if_match"]
+__all__ = ["perform", "etag", "parse_if_match", "After"]
+
+After = Callable[[Session, engine.Outcome], None]
 
 _ETAG = re.compile(r'^\s*(?:W/)?"v?(\d+)"\s*$')
 
@@ -50,22 +54,25 @@ def actor_of(principal: Principal) -> Actor:
 async def perform(request: Request, uow: UoW, principal: Principal, clock: Clock, *,
                   case_id: int, action: str, comment: str | None = None,
                   data: BaseModel | dict[str, Any] | None = None,
-                  public: bool = False) -> JSONResponse:
+                  public: bool = False, after: After | None = None) -> JSONResponse:
     """Run one action on one case for the caller and answer with the outcome and ETag.
 
-    ``public`` actions (objections) need no sign-in and no read access to the case."""
+    ``public`` actions (objections) need no sign-in and no read access to the case.
+    ``after`` runs in the same transaction once the action succeeded (e.g. to finish a
+    selection when its last case is decided); if it raises, nothing is written."""
     expected = parse_if_match(request.headers.get("if-match"))
     key = request.headers.get("idempotency-key")
     body = await request.body() if key is not None else b""
     # The database work is synchronous: run it off the event loop.
     return await run_in_threadpool(
         _perform, request, uow, principal, clock, case_id=case_id, action=action,
-        comment=comment, data=data, public=public, expected=expected, key=key, body=body)
+        comment=comment, data=data, public=public, expected=expected, key=key, body=body,
+        after=after)
 
 
 def _perform(request: Request, uow: UoW, principal: Principal, clock: Clock, *, case_id: int,
              action: str, comment: str | None, data: Any, public: bool, expected: int | None,
-             key: str | None, body: bytes) -> JSONResponse:
+             key: str | None, body: bytes, after: After | None) -> JSONResponse:
     if key is not None:
         digest = idempotency.request_hash(request.method, request.url.path, body)
         try:
@@ -75,7 +82,8 @@ def _perform(request: Request, uow: UoW, principal: Principal, clock: Clock, *, 
             return replay.response
     try:
         return _run(request, uow, principal, clock, case_id=case_id, action=action,
-                    comment=comment, data=data, public=public, expected=expected, key=key)
+                    comment=comment, data=data, public=public, expected=expected, key=key,
+                    after=after)
     except PledgeflowError as exc:
         if key is not None:
             _store_error(uow, principal, key, exc, request.url.path)
@@ -88,13 +96,15 @@ def _perform(request: Request, uow: UoW, principal: Principal, clock: Clock, *, 
 
 def _run(request: Request, uow: UoW, principal: Principal, clock: Clock, *, case_id: int,
          action: str, comment: str | None, data: Any, public: bool, expected: int | None,
-         key: str | None) -> JSONResponse:
+         key: str | None, after: After | None) -> JSONResponse:
     with uow() as session:
         if not public:
             ensure_case_visible(session, principal, case_id)
         outcome = engine.apply(session, case_id=case_id, action=action,
                                actor=actor_of(principal), clock=clock, expected_version=expected,
                                comment=comment, data=data)
+        if after is not None:
+            after(session, outcome)
         body = {"case_id": outcome.case_id, "action": outcome.action,
                 "from": {"stage": outcome.from_state[0], "status": outcome.from_state[1]},
                 "to": {"stage": outcome.to_state[0], "status": outcome.to_state[1]},
@@ -114,7 +124,9 @@ def _store_error(uow: UoW, principal: Principal, key: str, exc: PledgeflowError,
 
     body = {"type": f"urn:pledgeflow:problem:{exc.type_slug}", "title": exc.title,
             "status": exc.status, "detail": exc.message, "instance": path,
-            "reasons": [r.as_dict() for r in exc.reasons]}
+            "reasons": [r.as_dict() for r in exc.reasons],
+            # the extras the problem handler adds too (e.g. a 412's current_version)
+            **{k: v for k, v in exc.extra.items() if k != "headers"}}
     with uow() as session:
         idempotency.store(session, principal=principal.key, key=key, status=exc.status,
                           body=body, headers={}, media_type=PROBLEM_JSON)

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 __all__ = ["BodySizeLimit"]
 
 
@@ -31,7 +33,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         try:
@@ -50,5 +52,10 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException, so that FastAPI's body parsing re-raises it (any other error while
+    reading the body becomes its 400 "error parsing the body") and the problem handler answers
+    413; raised outside the routes, ``BodySizeLimit`` answers it itself."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request bodies are limited to {max_bytes} bytes")

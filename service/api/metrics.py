@@ -35,7 +35,7 @@ class _OutboxCollector(Collector):
                 rows = session.execute(sa.select(Notification.status, sa.func.count())
                                        .group_by(Notification.status)).all()
         except sa.exc.SQLAlchemyError:
-            rows = []
+            return  # unknown is not zero: leave the gauge out while the database is down
         counts = dict(rows)
         for status in ("pending", "sending", "sent", "dead", "dropped"):
             family.add_metric([status], counts.get(status, 0))

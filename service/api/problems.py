@@ -45,6 +45,8 @@ def install(app: FastAPI) -> None:
     async def _app_error(request: Request, exc: PledgeflowError) -> JSONResponse:
         extra = {k: v for k, v in exc.extra.items() if k != "headers"}
         headers = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="pledgeflow"'
         if "retry_after" in exc.extra:
             headers["Retry-After"] = str(exc.extra["retry_after"])
         return problem(exc.status, exc.type_slug, exc.title, exc.message,

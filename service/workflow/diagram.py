@@ -27,6 +27,7 @@ def mermaid(*, include_self_loops: bool = False, include_lapse: bool = False) ->
                 seen.add((src, dst, t.action))
                 roles = "/".join(sorted(t.roles - {"public"}) or ["public"])
                 lines.append(f"    {src} --> {dst}: {t.action} [{roles}]")
-    lines.append("    closed_commended --> [*]")
-    lines.append("    closed_not_commended --> [*]")
+    ends = ("commended", "not_commended", "lapsed") if include_lapse else (
+        "commended", "not_commended")
+    lines.extend(f"    closed_{status} --> [*]" for status in ends)
     return "\n".join(lines)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from models import (
-    Ballot,
+    BallotCount,
     BallotReceipt,
     CriteriaSet,
     Criterion,
@@ -31,7 +32,7 @@ from models import (
 )
 from service.clock import end_of_day
 from service.errors import InvalidInput, Reason
-from service.tally import tally_round
+from service.tally import tally_counts
 from service.workflow import inputs
 from service.workflow.context import Context
 
@@ -245,15 +246,15 @@ def assign_evaluators(ctx: Context) -> None:
     data = ctx.input
     assert isinstance(data, inputs.AssignEvaluators) and ctx.round is not None
     have = {a.person_id: a for a in ctx.assignments}
-    for person_id in data.remove:
-        if person_id in have:
-            ctx.session.delete(have.pop(person_id))
     people = ctx.session.scalars(sa.select(Person).where(
         Person.id.in_([p for p in data.add if p not in have]), Person.active.is_(True))).all()
     unknown = sorted(set(data.add) - set(have) - {p.id for p in people})
-    if unknown:
+    if unknown:  # judged before anything is written
         raise InvalidInput("unknown evaluators", [Reason(
             "unknown_person", f"no active person with id {p}") for p in unknown])
+    for person_id in data.remove:
+        if person_id in have:
+            ctx.session.delete(have.pop(person_id))
     ctx.session.add_all([EvaluatorAssignment(
         round_id=ctx.round.id, person_id=p.id,
         kind="member_representative" if p.is_party_member else "worker_representative")
@@ -274,7 +275,14 @@ def cast_ballot(ctx: Context) -> None:
     assert isinstance(data, inputs.CastBallot) and ctx.round and ctx.my_assignment
     ctx.my_assignment.voted_at = ctx.now
     ctx.session.add(BallotReceipt(round_id=ctx.round.id, assignment_id=ctx.my_assignment.id))
-    ctx.session.add(Ballot(round_id=ctx.round.id, answers=dict(data.answers)))
+    ctx.session.flush()  # the receipt's primary key refuses a second ballot before counting
+    insert = (postgresql.insert if ctx.session.get_bind().dialect.name == "postgresql"
+              else sqlite.insert)(BallotCount)
+    for criterion, option in sorted(data.answers.items()):
+        ctx.session.execute(insert.values(
+            round_id=ctx.round.id, criterion=criterion, option=option, count=1,
+        ).on_conflict_do_update(index_elements=["round_id", "criterion", "option"],
+                                set_={"count": BallotCount.count + 1}))
     ctx.payload["round_id"] = ctx.round.id
 
 
@@ -287,9 +295,14 @@ def extend_round(ctx: Context) -> None:
 def _close_round(ctx: Context, status: str) -> None:
     round_ = ctx.round
     assert round_ is not None
-    answers = ctx.session.scalars(sa.select(Ballot.answers).where(Ballot.round_id == round_.id))
-    result = tally_round(assigned=len(ctx.assignments), ballots=list(answers),
-                         criteria=round_.criteria, rules=ctx.rules)
+    counts: dict[str, dict[str, int]] = {}
+    for criterion, option, n in ctx.session.execute(
+            sa.select(BallotCount.criterion, BallotCount.option, BallotCount.count)
+            .where(BallotCount.round_id == round_.id)):
+        counts.setdefault(criterion, {})[option] = n
+    cast = sum(a.voted_at is not None for a in ctx.assignments)
+    result = tally_counts(assigned=len(ctx.assignments), cast=cast, counts=counts,
+                          criteria=round_.criteria, rules=ctx.rules)
     round_.tally, round_.status, round_.closed_at = result.as_dict(), status, ctx.now
     ctx.payload.update(round_id=round_.id, participation=round(result.participation, 4),
                        overall_satisfaction=result.overall_satisfaction)

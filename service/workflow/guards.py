@@ -151,6 +151,20 @@ def within_quota(ctx: Context) -> Reason | None:
     return None
 
 
+def selection_stored(ctx: Context) -> Reason | None:
+    """A case enters the commendation stage only as part of a stored selection."""
+    if ctx.nomination is None:
+        return _refuse("not_selected", "run the period's selection first (no nomination stored)")
+    return None
+
+
+def shortlist_posted(ctx: Context) -> Reason | None:
+    """A candidate waits on the public notice only once the shortlist has been posted."""
+    if ctx.commendation is None or ctx.commendation.status != "under_notice":
+        return _refuse("shortlist_not_posted", "the selection's shortlist is not under notice")
+    return None
+
+
 def comment_given(ctx: Context) -> Reason | None:
     """A return or a decision against someone must say why."""
     if not (ctx.comment and ctx.comment.strip()):

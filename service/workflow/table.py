@@ -151,12 +151,12 @@ TRANSITIONS: tuple[Transition, ...] = (
 
     # 4. Selection and commendation (评选表彰) — driven period-wide by service.commendation ----
     Transition("nominate", "evaluation", ("announced", "inconclusive"),
-               ("commendation", "considered"), MACHINE),
+               ("commendation", "considered"), MACHINE, (g.selection_stored,)),
     Transition("adjust_nomination", "commendation", ("considered", "under_notice"), None,
                _roles("office"), (g.not_own_unit,), input=inputs.AdjustNomination,
                effect=fx.adjust_nomination),
     Transition("open_shortlist_notice", "commendation", ("considered",),
-               ("commendation", "under_notice"), MACHINE),
+               ("commendation", "under_notice"), MACHINE, (g.shortlist_posted,)),
     Transition("file_objection", "commendation", ("under_notice",), None, _roles("public"),
                (g.notice_open,), input=inputs.FileObjection, effect=fx.file_objection,
                notify=(Notify("objection_filed", "office"),)),
