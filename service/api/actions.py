@@ -18,7 +18,6 @@ from service.api import idempotency
 from service.api.deps import UoW
 from service.clock import Clock
 from service.errors import InvalidInput, PledgeflowError, Reason
-from service.visibility import ensure_case_visible
 from service.workflow import engine
 from service.workflow.roles import Actor
 
@@ -98,10 +97,9 @@ def _run(request: Request, uow: UoW, principal: Principal, clock: Clock, *, case
          action: str, comment: str | None, data: Any, public: bool, expected: int | None,
          key: str | None, after: After | None) -> JSONResponse:
     with uow() as session:
-        if not public:
-            ensure_case_visible(session, principal, case_id)
         outcome = engine.apply(session, case_id=case_id, action=action,
                                actor=actor_of(principal), clock=clock, expected_version=expected,
+                               hide_unless_visible=not public,
                                comment=comment, data=data)
         if after is not None:
             after(session, outcome)

@@ -35,7 +35,7 @@ from service.clock import Clock, end_of_day, start_of_day
 from service.errors import InvalidInput, NotFound, Reason, StaleVersion, TransitionRefused
 from service.workflow import table
 from service.workflow.context import Context
-from service.workflow.roles import Actor, relative_roles
+from service.workflow.roles import READERS, Actor, is_assigned_evaluator, relative_roles
 
 __all__ = ["apply", "open_cases", "Outcome", "Subject", "StatusWriteOutsideChokePoint",
            "due_at_for", "actions_for"]
@@ -81,33 +81,50 @@ class Outcome:
 
 def apply(session: Session, *, case_id: int, action: str, actor: Actor, clock: Clock,
           expected_version: int | None = None, comment: str | None = None,
-          data: dict[str, Any] | BaseModel | None = None) -> Outcome:
-    """Apply one action to one case through the table; see the module docstring."""
+          data: dict[str, Any] | BaseModel | None = None,
+          hide_unless_visible: bool = False) -> Outcome:
+    """Apply one action to one case through the table; see the module docstring.
+
+    ``hide_unless_visible`` (the API's setting): an actor who may not even read the case is
+    told it does not exist, exactly as a read would, so ids cannot be probed by acting."""
     case = session.scalars(
         sa.select(Case).where(Case.id == case_id).with_for_update()
         .execution_options(populate_existing=True)
     ).first()
     if case is None:
-        raise NotFound(f"case {case_id} does not exist")
-    if expected_version is not None and case.version != expected_version:
-        raise StaleVersion(f"case {case_id} is at version {case.version}, not {expected_version}",
-                           extra={"current_version": case.version})
+        raise NotFound(f"case {case_id} not found")
     case_org = session.get(Organization, case.organization_id)
     period = session.get(Period, case.period_id)
     assert case_org is not None and period is not None
     transition = table.find(case.stage, case.status, action)
+    needs_evaluator = transition is not None and "evaluator" in transition.roles
+    roles = relative_roles(session, case, case_org, actor, check_evaluator=needs_evaluator)
+    if hide_unless_visible:
+        _ensure_visible(session, case, actor, transition, roles)
+    if expected_version is not None and case.version != expected_version:
+        raise StaleVersion(f"case {case_id} is at version {case.version}, not {expected_version}",
+                           extra={"current_version": case.version})
     if transition is None:
         allowed = [t.action for t in table.actions_from(case.stage, case.status)]
         raise TransitionRefused(f"{action!r} is not possible now", [Reason(
             "not_allowed_in_state",
             f"{action!r} is not allowed at {case.stage}/{case.status}; allowed: {allowed}")])
-    roles = relative_roles(session, case, case_org, actor,
-                           check_evaluator="evaluator" in transition.roles)
     ctx = Context(session=session, case=case, case_org=case_org, period=period, actor=actor,
                   roles=roles, now=clock.now(), action=action,
                   comment=(comment or "").strip() or None)
     _check(ctx, transition, data)
     return _commit_transition(ctx, transition)
+
+
+def _ensure_visible(session: Session, case: Case, actor: Actor,
+                    transition: table.Transition | None, roles: set[str]) -> None:
+    if transition is not None and transition.roles == frozenset({"public"}):
+        return  # objections: anyone may file one against what is under public notice
+    if roles & READERS:
+        return
+    if actor.person_id is not None and is_assigned_evaluator(session, case.id, actor.person_id):
+        return
+    raise NotFound(f"case {case.id} not found")
 
 
 def actions_for(session: Session, case: Case, actor: Actor) -> list[str]:

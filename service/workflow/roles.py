@@ -8,6 +8,8 @@ Roles are never stored per case; they follow from the reporting line:
                   organization; for a member's case, of the member's own organization (or of
                   its parent). Approves, returns, reviews. The campaign office's admins lead
                   the office, which is the superior of the eight enterprise committees.
+- ``overseer``  — reads only: a leader anywhere above (or of) the case's unit, or a clerk of the
+                  unit for its members' cases; the case is visible to them, nothing more.
 - ``office``    — an admin of the campaign office: opens stages, decides commendations.
 - ``auditor``   — reads history; acts on nothing.
 - ``evaluator`` — assigned to the case's evaluation round.
@@ -24,9 +26,12 @@ from sqlalchemy.orm import Session
 
 from models import Case, EvaluationRound, EvaluatorAssignment, Organization, Position
 
-__all__ = ["Actor", "ROLES", "relative_roles", "UNIT_STAFF", "LEADERS"]
+__all__ = ["Actor", "ROLES", "READERS", "relative_roles", "is_assigned_evaluator", "UNIT_STAFF",
+           "LEADERS"]
 
-ROLES = ("subject", "superior", "office", "auditor", "evaluator", "flow", "public")
+ROLES = ("subject", "superior", "overseer", "office", "auditor", "evaluator", "flow", "public")
+# Who may read a case at all; anyone else is told it does not exist (no probing by id).
+READERS = frozenset({"subject", "superior", "overseer", "office", "auditor", "evaluator", "flow"})
 UNIT_STAFF = frozenset({"secretary", "deputy", "clerk"})
 LEADERS = frozenset({"secretary", "deputy"})
 
@@ -80,6 +85,9 @@ def relative_roles(session: Session, case: Case, case_org: Organization, actor: 
         leads = role in LEADERS or (kind == "campaign_office" and role == "admin")
         if leads and _is_superior(org_id, path, case, case_org, actor):
             roles.add("superior")
+        if (role in LEADERS and case_org.path.startswith(path)) or (
+                role in UNIT_STAFF and org_id == case.organization_id):
+            roles.add("overseer")
     if is_member_case and case.person_id == actor.person_id:
         roles.add("subject")
     if check_evaluator and _is_assigned_evaluator(session, case.id, actor.person_id):
@@ -96,6 +104,11 @@ def _is_superior(org_id: int, org_path: str, case: Case, case_org: Organization,
             return False
         return org_id in (case_org.id, case_org.parent_id)
     return org_id == case_org.parent_id
+
+
+def is_assigned_evaluator(session: Session, case_id: int, person_id: int) -> bool:
+    """Whether the person is assigned to the case's evaluation round."""
+    return _is_assigned_evaluator(session, case_id, person_id)
 
 
 def _is_assigned_evaluator(session: Session, case_id: int, person_id: int) -> bool:
