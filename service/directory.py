@@ -52,8 +52,9 @@ def audience(session: Session, name: str, case: Case, case_org: Organization,
             if own:
                 return own
         # The campaign office is led by its admins; it is the enterprises' superior.
-        return holders(session, [case_org.parent_id] if case_org.parent_id else [],
-                       (*LEADERS, "admin"))
+        above = holders(session, [case_org.parent_id] if case_org.parent_id else [],
+                        (*LEADERS, "admin"))
+        return [p for p in above if p.id != case.person_id]  # never one's own superior
     if name == "office":
         office_ids = session.scalars(
             sa.select(Organization.id).where(Organization.kind == "campaign_office"))

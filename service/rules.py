@@ -104,6 +104,9 @@ class CampaignRules(BaseModel):
     disclosure_scope: Literal["unit", "superior", "public"] = Field(
         default="unit", description="Who may see announced evaluation results (通报范围): the "
         "unit and its superiors, only the superiors, or the public bulletin.")
+    min_ballots_to_disclose: int = Field(
+        default=3, ge=1, description="Below this many ballots, announced results give only "
+        "participation: with one or two voters the rates would reveal how each voted.")
     reminder_days_before: tuple[int, ...] = Field(
         default=(3, 1), description="Reminders this many days before a deadline."
     )

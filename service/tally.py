@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from service.rules import CampaignRules
 
-__all__ = ["CriterionResult", "Tally", "tally_round", "tally_counts", "validate_ballot"]
+__all__ = ["CriterionResult", "Tally", "tally_round", "tally_counts", "validate_ballot",
+           "disclosable"]
 
 # Compare shares after rounding away float noise, so 2/3 turnout meets a 2/3 quorum.
 _PRECISION = 9
@@ -205,3 +207,14 @@ def tally_counts(
         criteria=tuple(results),
         overall_satisfaction=total_satisfied / total_answered if total_answered else None,
     )
+
+
+def disclosable(tally: Mapping[str, Any] | None, min_ballots: int) -> dict[str, Any] | None:
+    """What of a stored tally may be shown: all of it, or — when fewer than ``min_ballots``
+    were cast, so that rates would reveal individual votes — only participation."""
+    if tally is None:
+        return None
+    if int(tally.get("cast", 0)) >= min_ballots:
+        return dict(tally)
+    keep = ("assigned", "cast", "participation", "quorum_reached")
+    return {**{k: tally.get(k) for k in keep}, "withheld": "too_few_ballots"}

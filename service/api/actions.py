@@ -61,6 +61,10 @@ async def perform(request: Request, uow: UoW, principal: Principal, clock: Clock
     selection when its last case is decided); if it raises, nothing is written."""
     expected = parse_if_match(request.headers.get("if-match"))
     key = request.headers.get("idempotency-key")
+    if key is not None and principal.person_id is None and principal.flow is None:
+        raise InvalidInput("Idempotency-Key needs a signed-in caller", [Reason(
+            "anonymous_idempotency_key", "anonymous callers share no identity to scope a key "
+            "by; sign in, or send the request without Idempotency-Key")])
     body = await request.body() if key is not None else b""
     # The database work is synchronous: run it off the event loop.
     return await run_in_threadpool(

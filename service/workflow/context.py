@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 from models import (
     Case,
     Commendation,
+    CriteriaSet,
+    Criterion,
     EvaluationRound,
     EvaluatorAssignment,
     Nomination,
@@ -132,6 +134,21 @@ class Context:
         if self.nomination is None:
             return None
         return self.session.get(Commendation, self.nomination.commendation_id)
+
+    @cached_property
+    def criterion_codes(self) -> set[str]:
+        """Codes of the criteria this case is judged on: its kind's sets and their refinements
+        for the case's unit."""
+        from service.workflow.effects import CRITERIA_BY_KIND
+
+        base = sa.select(CriteriaSet.id).where(
+            CriteriaSet.code.in_(CRITERIA_BY_KIND[self.case.subject_kind]))
+        sets = sa.select(CriteriaSet.id).where(sa.or_(
+            CriteriaSet.id.in_(base),
+            sa.and_(CriteriaSet.refines_id.in_(base),
+                    CriteriaSet.organization_id == self.case.organization_id)))
+        return set(self.session.scalars(
+            sa.select(Criterion.code).where(Criterion.criteria_set_id.in_(sets))))
 
     @cached_property
     def commended_so_far(self) -> int:

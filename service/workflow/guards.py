@@ -213,11 +213,15 @@ def fulfilment_item_of_case(ctx: Context) -> Reason | None:
 
 
 def review_ratings_valid(ctx: Context) -> Reason | None:
-    """Ratings are per criterion of the case's set, on the review grade scale."""
+    """Ratings are per criterion of the case's sets (or a unit's refinement of them), on the
+    review grade scale."""
     assert isinstance(ctx.input, inputs.RecordReview)
     bad = [f"{k}={v}" for k, v in ctx.input.ratings.items() if v not in REVIEW_GRADES]
-    if bad:
-        return _refuse("bad_rating", f"ratings must be one of {REVIEW_GRADES}: {', '.join(bad)}")
+    unknown = sorted(set(ctx.input.ratings) - ctx.criterion_codes)
+    if bad or unknown:
+        return _refuse("bad_rating", "; ".join(
+            ([f"ratings must be one of {REVIEW_GRADES}: {', '.join(bad)}"] if bad else []) +
+            ([f"not criteria of this case: {', '.join(unknown)}"] if unknown else [])))
     return None
 
 

@@ -98,7 +98,7 @@ def relative_roles(session: Session, case: Case, case_org: Organization, actor: 
 def _is_superior(org_id: int, org_path: str, case: Case, case_org: Organization,
                  actor: Actor) -> bool:
     """A leader one step up the reporting line (隶属关系): of the unit's parent organization;
-    for a member, of their own organization (or its parent, when they lead it themselves)."""
+    for a member, of their own organization or of its parent (never the member themself)."""
     if case.subject_kind == "member":
         if case.person_id == actor.person_id:
             return False

@@ -34,6 +34,8 @@ from models import (
 )
 from service.api.deps import AppClock, UoW
 from service.periods import get_period
+from service.rules import CampaignRules
+from service.tally import disclosable
 
 router = APIRouter(prefix="/api/v1", tags=["bulletin"])
 
@@ -166,6 +168,7 @@ def bulletin(uow: UoW, clock: AppClock,
                         subject=subjects[case.id], summary=pledge.summary,
                         published_at=pledge.published_at, items=items.get(pledge.id, []))
 
+        minimums: dict[int, int] = {}
         return Bulletin(
             pledges_under_notice=[PledgeUnderNotice(
                 **pledge_fields(case, pledge), notice_ends_at=ends_at,
@@ -173,7 +176,8 @@ def bulletin(uow: UoW, clock: AppClock,
                 for case, pledge, ends_at in notices],
             published_pledges=[PublishedPledge(**pledge_fields(case, pledge))
                                for case, pledge, _ in published],
-            announced_results=[_result(case, round_, codes, subjects)
+            announced_results=[_result(case, round_, codes, subjects,
+                                       _min_ballots(session, case.period_id, minimums))
                                for case, round_ in results],
             shortlists_under_notice=[
                 _shortlist(c, codes, nominations, subjects, shortlist_ends.get(c.id), now)
@@ -272,10 +276,18 @@ def _results(session: Session, period_id: int | None) -> list[tuple[Case, Evalua
     return [tuple(row) for row in session.execute(query).all()]  # type: ignore[misc]
 
 
+def _min_ballots(session: Session, period_id: int, cache: dict[int, int]) -> int:
+    if period_id not in cache:
+        rules = session.get(Period, period_id).rules or {}  # type: ignore[union-attr]
+        cache[period_id] = CampaignRules.model_validate(rules).min_ballots_to_disclose
+    return cache[period_id]
+
+
 def _result(case: Case, round_: EvaluationRound, codes: dict[int, str],
-            subjects: dict[int, BulletinSubject]) -> AnnouncedResult:
-    """Rates only: never ballots, nor per-option counts (small rounds would reveal votes)."""
-    tally = round_.tally or {}
+            subjects: dict[int, BulletinSubject], min_ballots: int) -> AnnouncedResult:
+    """Rates only: never ballots, nor per-option counts — and not even rates for rounds too
+    small to keep votes secret."""
+    tally = disclosable(round_.tally, min_ballots) or {}
     return AnnouncedResult(
         case_id=case.id, period=codes[case.period_id], subject=subjects[case.id],
         announced_at=round_.announced_at, participation=tally.get("participation"),

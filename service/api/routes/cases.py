@@ -11,6 +11,7 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from models import Case, Event, FulfilmentEntry, Period, Pledge, PledgeItem
 from service.api import actions
@@ -80,22 +81,29 @@ def case_events(case_id: int, uow: UoW, principal: CurrentPrincipal,
                     next_after=rows[-1].seq if more else None)
 
 
+def pledge_out(session: Session, case_id: int) -> PledgeOut:
+    """A case's pledge with its items and each item's fulfilment ledger (the caller has
+    checked that the case is visible); NotFound before the pledge stage opens."""
+    pledge = session.scalars(sa.select(Pledge).where(Pledge.case_id == case_id)).first()
+    if pledge is None:
+        raise NotFound(f"case {case_id} has no pledge yet")
+    items = list(session.scalars(sa.select(PledgeItem).where(
+        PledgeItem.pledge_id == pledge.id).order_by(PledgeItem.position)))
+    ledger = session.scalars(sa.select(FulfilmentEntry).where(
+        FulfilmentEntry.pledge_item_id.in_([i.id for i in items]))
+        .order_by(FulfilmentEntry.id)).all()
+    out = PledgeOut.model_validate(pledge)
+    out.items = [PledgeItemOut.model_validate(i) for i in items]
+    for item in out.items:
+        item.ledger = [e for e in ledger if e.pledge_item_id == item.id]  # type: ignore[misc]
+    return out
+
+
 @router.get("/cases/{case_id}/pledge", response_model=PledgeOut, summary="Pledge and ledger")
 def get_pledge(case_id: int, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
     with uow() as session:
         case = ensure_case_visible(session, principal, case_id)
-        pledge = session.scalars(sa.select(Pledge).where(Pledge.case_id == case_id)).first()
-        if pledge is None:
-            raise NotFound(f"case {case_id} has no pledge yet")
-        items = list(session.scalars(sa.select(PledgeItem).where(
-            PledgeItem.pledge_id == pledge.id).order_by(PledgeItem.position)))
-        ledger = session.scalars(sa.select(FulfilmentEntry).where(
-            FulfilmentEntry.pledge_item_id.in_([i.id for i in items]))
-            .order_by(FulfilmentEntry.id)).all()
-        out = PledgeOut.model_validate(pledge)
-        out.items = [PledgeItemOut.model_validate(i) for i in items]
-        for item in out.items:
-            item.ledger = [e for e in ledger if e.pledge_item_id == item.id]  # type: ignore[misc]
+        out = pledge_out(session, case_id)
         return JSONResponse(out.model_dump(mode="json"),
                             headers={"ETag": actions.etag(case.version)})
 
