@@ -137,7 +137,18 @@ class Dispatcher:
                     continue
                 row.status, row.attempts = "sending", row.attempts + 1
                 row.next_attempt_at = now + self.policy.lease
-                prepared.append((row.id, self._message(session, row, now)))
+                try:
+                    with session.begin_nested():  # its links go if it cannot be rendered
+                        message = self._message(session, row, now)
+                except sa.exc.SQLAlchemyError:
+                    raise
+                except Exception as exc:  # one bad row must not hold up the whole outbox
+                    log.exception("notification %s cannot be rendered", row.id)
+                    row.status, row.last_error = "dead", f"cannot render: {exc}"[:1000]
+                    report.dead += 1
+                    report.errors[row.id] = str(exc)
+                    continue
+                prepared.append((row.id, message))
             return prepared
 
     @staticmethod
@@ -181,10 +192,11 @@ class Dispatcher:
         message["Message-ID"] = row.message_id
         message["Date"] = format_datetime(now)
         message["Auto-Submitted"] = "auto-generated"
-        message["Content-Language"] = "zh-CN" if row.lang == "zh" else "en"
         message["X-Pledgeflow-Attempt"] = str(row.attempts)
         message.set_content(rendered.text)
         message.add_alternative(rendered.html, subtype="html")
+        # after the content: set_content() clears every Content-* header already set
+        message["Content-Language"] = "zh-CN" if row.lang == "zh" else "en"
         return message
 
     # --- 2. send -------------------------------------------------------------------------------
@@ -204,6 +216,9 @@ class Dispatcher:
                     results[notification_id] = None
                 except (Transient, Permanent) as exc:
                     results[notification_id] = exc
+                except Exception as exc:  # never strand a claimed row: retry it later
+                    log.exception("unexpected error sending notification %s", notification_id)
+                    results[notification_id] = Transient(f"{type(exc).__name__}: {exc}")
 
         workers = self._connections[:max(1, min(len(self._connections), len(prepared)))]
         await asyncio.gather(*(worker(c) for c in workers))

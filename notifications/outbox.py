@@ -91,7 +91,10 @@ def enqueue_batched(session: Session, person: Person, *, template: str, day: dat
     row = session.scalars(sa.select(Notification).where(Notification.batch_key == key)
                           .with_for_update()).one()
     items = list(row.context.get("items", []))
-    if row.status != "pending" or any(i.get("case_id") == item.get("case_id") for i in items):
+    # Once an attempt was made the message (and its Message-ID) may already be out: a re-send
+    # must carry the same content, so later items wait for the next day's email.
+    if row.status != "pending" or row.attempts > 0 or any(
+            i.get("case_id") == item.get("case_id") for i in items):
         return False
     row.context = {**row.context, "items": [*items, item]}
     return True

@@ -23,7 +23,7 @@ DEMO_PASSWORD = "pledgeflow-demo"
 
 def make_client(db: Database, clock: FixedClock | None = None) -> TestClient:
     """A client for the real app on this database (raise_server_exceptions off: 500s show)."""
-    app = create_app(Settings(database_url=db.url), clock=clock or FixedClock())
+    app = create_app(Settings(database_url=db.url, dispatcher=False), clock=clock or FixedClock())
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -75,10 +75,10 @@ def _show(request: Request, uow: UoW, clock: AppClock, token: str) -> HTMLRespon
         return page(request, "link.html", lang, state=state, facts=_facts(session, state),
                     fields=FIELDS.get(state.link.action, ()) if state.link else (),
                     values={}, reasons=[], done=None, headers=NO_LEAKS,
-                    status=200 if state.usable or state.link is None else 410)
+                    status=200 if state.usable else 404 if state.link is None else 410)
 
 
-@router.get("/a/{token}")
+@router.api_route("/a/{token}", methods=["GET", "HEAD"])
 async def confirm(token: str, request: Request, uow: UoW, clock: AppClock) -> HTMLResponse:
     """The confirmation page; changes nothing about the case."""
     return await run_in_threadpool(_show, request, uow, clock, token)
