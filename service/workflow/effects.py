@@ -60,12 +60,16 @@ def edit_pledge(ctx: Context) -> None:
     if unknown:
         raise InvalidInput("unknown criteria", [
             Reason("unknown_criterion", f"unknown criterion {c!r}") for c in unknown])
+    # An item carried over from the last period keeps that link while its target is kept.
+    carried = {item.target: item.carried_over_from_id for item in ctx.pledge_items
+               if item.carried_over_from_id is not None}
     ctx.session.execute(sa.delete(PledgeItem).where(PledgeItem.pledge_id == ctx.pledge.id))
     ctx.pledge.summary = data.summary
     ctx.session.add_all([
         PledgeItem(pledge_id=ctx.pledge.id, position=n, criterion_id=known.get(i.criterion or ""),
                    target=i.target, measures=i.measures, deadline_on=i.deadline_on,
-                   owner_id=i.owner_id, assessment_standard=i.assessment_standard)
+                   owner_id=i.owner_id, assessment_standard=i.assessment_standard,
+                   carried_over_from_id=carried.get(i.target))
         for n, i in enumerate(data.items)
     ])
     ctx.payload["items"] = len(data.items)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from models import Case, Event, FulfilmentEntry, Period, Pledge, PledgeItem
+from models import Case, Event, FulfilmentEntry, Organization, Period, Pledge, PledgeItem
 from service.api import actions
 from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
@@ -21,6 +21,7 @@ from service.api.schemas import CaseOut, Comment, EventOut, Page, PledgeItemOut,
 from service.errors import NotFound
 from service.visibility import case_filter, ensure_case_visible
 from service.workflow import engine, inputs
+from service.workflow.roles import relative_roles
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
 IfMatch = Annotated[str | None, Header(alias="If-Match", description='ETag, e.g. "v3"')]
@@ -72,13 +73,34 @@ def case_events(case_id: int, uow: UoW, principal: CurrentPrincipal,
                 after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
                 ) -> Page[EventOut]:
     with uow() as session:
-        ensure_case_visible(session, principal, case_id)
+        case = ensure_case_visible(session, principal, case_id)
         rows = list(session.scalars(sa.select(Event).where(
             Event.case_id == case_id, Event.seq > after).order_by(Event.seq).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page(items=[EventOut.model_validate(e) for e in rows],
+        sees_voters = _sees_voters(session, case, principal)
+        return Page(items=[_event_out(e, sees_voters) for e in rows],
                     next_after=rows[-1].seq if more else None)
+
+
+# Events whose actor is an evaluator: who voted (and when) is kept from the subject and from
+# fellow evaluators; only those who run the round see it, as on /round/evaluators.
+VOTER_EVENTS = frozenset({"cast_ballot", "link_used", "link_opened", "link_issued"})
+SEE_VOTERS = frozenset({"office", "auditor", "flow", "superior"})
+
+
+def _sees_voters(session: Session, case: Case, principal) -> bool:  # type: ignore[no-untyped-def]
+    org = session.get(Organization, case.organization_id)
+    roles = relative_roles(session, case, org, actor_of(principal), check_evaluator=False)
+    return bool(roles & SEE_VOTERS)
+
+
+def _event_out(event: Event, sees_voters: bool) -> EventOut:
+    out = EventOut.model_validate(event)
+    if not sees_voters and event.action in VOTER_EVENTS:
+        out.actor_person_id = None
+        out.payload = {k: v for k, v in out.payload.items() if k not in ("recipient_id",)}
+    return out
 
 
 def pledge_out(session: Session, case_id: int) -> PledgeOut:
