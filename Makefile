@@ -8,7 +8,7 @@ export PLEDGEFLOW_DATABASE_URL ?= sqlite:///var/pledgeflow.db
 # every process would compile FastAPI, pydantic and SQLAlchemy from source at start-up.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: run test lint sync clean
+.PHONY: run test lint sync clean browser
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -24,8 +24,15 @@ sync: .venv/.synced
 run: sync
 	$(UV) run --no-sync pledgeflow up
 
+## Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
 ## The whole test suite (SQLite and PostgreSQL at 127.0.0.1:5432, database "test").
-test: sync
+test: sync browser
 	$(UV) run --no-sync pytest -n 2
 
 lint: sync
