@@ -18,6 +18,7 @@ import typer
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from flows.cli import flows_app
 from notifications.cli import mail_app
 from service.clock import Clock, FixedClock, SystemClock, start_of_day
 from service.errors import PledgeflowError
@@ -33,6 +34,7 @@ users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens (for scripts and for the flows).", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(mail_app, name="mail", help="Email templates.")
+app.add_typer(flows_app, name="flows", help="Prefect flows: serve, deploy, run.")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
@@ -199,12 +201,13 @@ def simulate(period: str = typer.Option("2010", help="Period to run."),
 
 @app.command("up")
 def up_command(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
-               smtp_port: int = typer.Option(8025, help="Port of the local mail catcher.")
+               smtp_port: int = typer.Option(8025, help="Port of the local mail catcher."),
+               flows: bool = typer.Option(True, help="Serve the Prefect flows beside it.")
                ) -> None:
-    """The main job on the embedded defaults: demo data, mail catcher, service, dispatcher."""
+    """The main job on the embedded defaults: demo data, mail catcher, service, flows."""
     from service.up import up
 
-    up(host=host, port=port, smtp_port=smtp_port)
+    up(host=host, port=port, smtp_port=smtp_port, flows=flows)
 
 
 @app.command()
@@ -269,3 +272,7 @@ def tokens_create(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

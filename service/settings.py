@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     service_token: str | None = Field(
         default=None, description="Bearer token the flows use to act (pledgeflow tokens "
         "create --flow NAME).")
+    # Flow schedules: cron in the campaign time zone (``timezone``); see docs/flows.md.
+    flows_drive_cron: str = Field(default="0 * * * *", description="drive_period (hourly).")
+    flows_reminders_cron: str = Field(default="30 8 * * *", description="send_reminders.")
+    flows_sweep_cron: str = Field(default="*/10 * * * *", description="sweep_notifications.")
+    flows_rollover_cron: str = Field(default="10 0 * * *", description="roll_over_period.")
+    flows_chunk_size: int = Field(default=300, ge=1, le=1000,
+                                  description="Cases per bulk request in drive_period.")
+    flows_serve_limit: int = Field(default=4, ge=1, le=32, description="Flow runs at once "
+                                   "under `pledgeflow flows serve` (each is a ~90 MB process).")
 
 
 @lru_cache

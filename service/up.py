@@ -1,13 +1,16 @@
 """``pledgeflow up``: the whole system on the embedded defaults, for a newcomer.
 
 SQLite under ./var/, the notice's data plus demo people, the first period opened, a local mail
-catcher (a real SMTP server on loopback) whose mail the web app shows at /dev/mail, and the
-service with its outbox dispatcher. Flows are started beside it when available.
+catcher (a real SMTP server on loopback) whose mail the web app shows at /dev/mail, the
+service with its outbox dispatcher, and — once the service answers — the Prefect flows
+served beside it (``pledgeflow flows serve``, its own process, with a service token).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,13 +26,14 @@ pledgeflow is running (ready in {ready:.1f} s)
   mailbox      {base}/dev/mail     (every email sent, links work)
   bulletin     {base}/api/v1/bulletin
   database     {db}
+  flows        starting in the background (Prefect UI http://127.0.0.1:{prefect_port})
   sign in as   office.admin, supply-marketing.secretary, … (password: pledgeflow-demo)
 Press Ctrl-C to stop.
 """
 
 
 def up(host: str = "127.0.0.1", port: int = 8000, smtp_port: int = 8025,
-       var: Path = Path("var")) -> None:
+       var: Path = Path("var"), prefect_port: int = 4200, flows: bool = True) -> None:
     """Prepare the embedded defaults and run everything until interrupted."""
     started = time.perf_counter()
     var.mkdir(parents=True, exist_ok=True)
@@ -42,6 +46,7 @@ def up(host: str = "127.0.0.1", port: int = 8000, smtp_port: int = 8025,
     settings = get_settings()
 
     from service import migrate
+    from service.accounts import create_token
     from service.clock import SystemClock
     from service.db import make_engine, make_session_factory
     from service.periods import get_period, open_period
@@ -55,6 +60,8 @@ def up(host: str = "127.0.0.1", port: int = 8000, smtp_port: int = 8025,
         first = get_period(session, "2010")
         if first.status == "planned":
             open_period(session, first, actor=Actor(flow="up"), clock=SystemClock())
+        flow_token = settings.service_token or create_token(
+            session, name="pledgeflow up", now=SystemClock().now(), flow_name="scheduler")[0]
     engine.dispose()
     typer.echo(f"seed: {report.summary()}")
 
@@ -71,14 +78,27 @@ def up(host: str = "127.0.0.1", port: int = 8000, smtp_port: int = 8025,
     server = uvicorn.Server(config)
 
     original_startup = server.startup
+    children: list[subprocess.Popen[bytes]] = []
 
     async def startup(sockets=None):  # type: ignore[no-untyped-def]
         await original_startup(sockets)
-        typer.echo(BANNER.format(ready=time.perf_counter() - started,
-                                 base=settings.base_url, db=settings.database_url))
+        typer.echo(BANNER.format(ready=time.perf_counter() - started, base=settings.base_url,
+                                 db=settings.database_url, prefect_port=prefect_port))
+        if flows:
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "flows", "serve",
+                 "--prefect-port", str(prefect_port)],
+                env={**os.environ, "PLEDGEFLOW_SERVICE_TOKEN": flow_token},
+                stdout=(var / "flows.log").open("ab"), stderr=subprocess.STDOUT))
 
     server.startup = startup  # type: ignore[method-assign]
     try:
         server.run()
     finally:
+        for child in children:
+            child.terminate()
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
         catcher.stop()

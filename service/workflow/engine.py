@@ -188,7 +188,8 @@ def _commit_transition(ctx: Context, transition: table.Transition) -> Outcome:
         if after[0] == before[0] else f"{after[0]}.{after[1]}", comment=ctx.comment,
         payload=ctx.payload))
     for notify in transition.notify:
-        outbox.enqueue_for_case(ctx, template=notify.template, audience=notify.audience)
+        if notify.when is None or notify.when(ctx):
+            outbox.enqueue_for_case(ctx, template=notify.template, audience=notify.audience)
     return Outcome(case.id, ctx.action, before, after, case.version, event.seq, dict(ctx.payload))
 
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ItemInput", "EditPledge", "FulfilmentIn", "RecordFulfilment", "RecordReview",
     "AcknowledgeReview", "CastBallot", "FileObjection", "ResolveObjection", "AdjustNomination",
-    "Decide", "AssignEvaluators",
+    "Decide", "AssignEvaluators", "MAX_ID", "DbId",
 ]
 
 Text = Field(min_length=1, max_length=4000)
+#: Ids are INTEGER columns (32-bit on PostgreSQL): nothing else can name a row, and a larger
+#: number must be refused at the edge, not by the database driver.
+MAX_ID = 2**31 - 1
+DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class _Input(BaseModel):
@@ -26,7 +31,7 @@ class ItemInput(_Input):
     target: str = Field(min_length=1, max_length=2000)
     measures: str = Field(default="", max_length=4000)
     deadline_on: date | None = None
-    owner_id: int | None = None
+    owner_id: DbId | None = None
     assessment_standard: str = Field(default="", max_length=2000)
 
 
@@ -48,7 +53,7 @@ class FulfilmentIn(_Input):
 class RecordFulfilment(FulfilmentIn):
     """A ledger line on one pledge item."""
 
-    item_id: int
+    item_id: DbId
 
 
 class RecordReview(_Input):
@@ -83,7 +88,7 @@ class FileObjection(_Input):
 class ResolveObjection(_Input):
     """Which objection a decision (uphold or dismiss) is about."""
 
-    objection_id: int
+    objection_id: DbId
 
 
 class Decide(_Input):
@@ -95,8 +100,8 @@ class Decide(_Input):
 class AssignEvaluators(_Input):
     """The campaign office adds or removes evaluators of an open round."""
 
-    add: list[int] = Field(default_factory=list, max_length=500)
-    remove: list[int] = Field(default_factory=list, max_length=500)
+    add: list[DbId] = Field(default_factory=list, max_length=500)
+    remove: list[DbId] = Field(default_factory=list, max_length=500)
 
 
 class AdjustNomination(_Input):

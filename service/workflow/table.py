@@ -34,10 +34,12 @@ INITIAL: State = ("pledge", "pending")
 
 @dataclass(frozen=True)
 class Notify:
-    """Tell an audience (subject, superior, office, evaluators) with a template."""
+    """Tell an audience (subject, superior, office, evaluators) with a template — only
+    ``when`` the predicate holds, if one is given."""
 
     template: str
     audience: str
+    when: Callable[[Context], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ ACTIVE_AFTER_PLEDGE = {
     "evaluation": STATUSES["evaluation"],
     "commendation": STATUSES["commendation"],
 }
+
+
+def _shortlisted(ctx: Context) -> bool:
+    return ctx.nomination is not None and ctx.nomination.shortlisted
 
 
 def _decision(ctx: Context) -> State:
@@ -156,7 +162,8 @@ TRANSITIONS: tuple[Transition, ...] = (
                _roles("office"), (g.not_own_unit,), input=inputs.AdjustNomination,
                effect=fx.adjust_nomination),
     Transition("open_shortlist_notice", "commendation", ("considered",),
-               ("commendation", "under_notice"), MACHINE, (g.shortlist_posted,)),
+               ("commendation", "under_notice"), MACHINE, (g.shortlist_posted,),
+               notify=(Notify("commendation_shortlist", "subject", when=_shortlisted),)),
     Transition("file_objection", "commendation", ("under_notice",), None, _roles("public"),
                (g.notice_open,), input=inputs.FileObjection, effect=fx.file_objection,
                notify=(Notify("objection_filed", "office"),)),

@@ -11,7 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from models import Account, ApiToken, Person
 from service import accounts
+from service.api import problems
 from service.api.deps import SESSION_COOKIE, AppClock, CurrentPrincipal, UoW
+from service.api.schemas import PathId
 
 router = APIRouter(prefix="/api/v1", tags=["sign-in"])
 
@@ -49,7 +51,8 @@ class NewToken(TokenOut):
     token: str = Field(description="Shown once; store it now.")
 
 
-@router.post("/auth/login", response_model=SignedIn, summary="Sign in (session cookie)")
+@router.post("/auth/login", response_model=SignedIn, summary="Sign in (session cookie)",
+             responses=problems.responses(401, 429))
 async def login(body: Credentials, request: Request, response: Response, uow: UoW,
                 clock: AppClock) -> SignedIn:
     """Check the password and set the session cookie; wrong credentials are rate-limited."""
@@ -99,7 +102,8 @@ def me(uow: UoW, principal: CurrentPrincipal) -> Me:
     return Me(person_id=principal.person_id, name=name, flow=principal.flow, via=principal.via)
 
 
-@router.post("/tokens", response_model=NewToken, status_code=201, summary="Create an API token")
+@router.post("/tokens", response_model=NewToken, status_code=201, summary="Create an API token",
+             responses=problems.responses(403))
 def create_token(body: TokenRequest, uow: UoW, clock: AppClock,
                  principal: CurrentPrincipal) -> NewToken:
     accounts.require_person(principal)
@@ -110,7 +114,8 @@ def create_token(body: TokenRequest, uow: UoW, clock: AppClock,
                         revoked_at=None, token=token)
 
 
-@router.get("/tokens", response_model=list[TokenOut], summary="My API tokens")
+@router.get("/tokens", response_model=list[TokenOut], summary="My API tokens",
+            responses=problems.responses(403))
 def list_tokens(uow: UoW, principal: CurrentPrincipal) -> list[TokenOut]:
     accounts.require_person(principal)
     with uow() as session:
@@ -120,8 +125,9 @@ def list_tokens(uow: UoW, principal: CurrentPrincipal) -> list[TokenOut]:
                          revoked_at=r.revoked_at) for r in rows]
 
 
-@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke an API token")
-def revoke_token(token_id: int, uow: UoW, clock: AppClock, principal: CurrentPrincipal) -> None:
+@router.delete("/tokens/{token_id}", status_code=204, summary="Revoke an API token",
+               responses=problems.responses(403, 404))
+def revoke_token(token_id: PathId, uow: UoW, clock: AppClock, principal: CurrentPrincipal) -> None:
     accounts.require_person(principal)
     with uow() as session:
         accounts.revoke_token(session, token_id=token_id, principal=principal, now=clock.now())

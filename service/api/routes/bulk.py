@@ -20,11 +20,14 @@ from sqlalchemy.orm import Session
 from models import Organization, Position
 from service import periods
 from service.accounts import Principal, Unauthenticated
+from service.api import problems
 from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
+from service.api.schemas import PeriodCode
 from service.clock import Clock
 from service.errors import Forbidden, InvalidInput, PledgeflowError, Reason
 from service.workflow import engine
+from service.workflow.inputs import DbId
 from service.workflow.table import TRANSITIONS
 
 __all__ = ["router", "require_operator"]
@@ -61,7 +64,7 @@ class BulkActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: str = Field(min_length=1, max_length=64, examples=["open_pledge"])
-    case_ids: list[int] = Field(min_length=1, max_length=MAX_BATCH)
+    case_ids: list[DbId] = Field(min_length=1, max_length=MAX_BATCH)
     comment: str | None = Field(default=None, max_length=4000)
 
 
@@ -122,7 +125,8 @@ def _apply_one(session: Session, case_id: int, action: str, actor: Any, clock: C
 
 
 @router.post("/bulk/actions", response_model=BulkResult, response_model_exclude_none=True,
-             summary="Apply one machine action to many cases (flows, campaign office)")
+             summary="Apply one machine action to many cases (flows, campaign office)",
+             responses=problems.responses(403, 422))
 def bulk_action(body: BulkActionIn, request: Request, uow: UoW, clock: AppClock,
                 principal: CurrentPrincipal) -> BulkResult:
     """Apply ``action`` to up to 1000 cases in one request and one transaction.
@@ -154,8 +158,9 @@ class PeriodOpened(BaseModel):
 
 
 @router.post("/periods/{code}/open", response_model=PeriodOpened,
-             summary="Open a period: a case for every unit and member (flows, office)")
-def open_period(code: str, uow: UoW, clock: AppClock,
+             summary="Open a period: a case for every unit and member (flows, office)",
+             responses=problems.responses(403, 404, 409))
+def open_period(code: PeriodCode, uow: UoW, clock: AppClock,
                 principal: CurrentPrincipal) -> PeriodOpened:
     """Open a planned period with a case for every active unit and Party member and tell
     everyone concerned. Idempotent: subjects that already have a case are skipped."""
@@ -174,8 +179,10 @@ class RolloverOut(BaseModel):
 
 
 @router.post("/periods/{code}/rollover", response_model=RolloverOut,
-             summary="Roll an ended period over to the next (flows, office)")
-def roll_over(code: str, uow: UoW, clock: AppClock, principal: CurrentPrincipal) -> RolloverOut:
+             summary="Roll an ended period over to the next (flows, office)",
+             responses=problems.responses(403, 404, 409))
+def roll_over(code: PeriodCode, uow: UoW, clock: AppClock,
+              principal: CurrentPrincipal) -> RolloverOut:
     """Lapse what is unfinished, close the period and open the next one, carrying unfinished
     pledge items over. Idempotent: a second run reports zeros and changes nothing."""
     with uow() as session:

@@ -32,6 +32,7 @@ from models import (
     PledgeItem,
     PublicNotice,
 )
+from service.api import problems
 from service.api.deps import AppClock, UoW
 from service.periods import get_period
 from service.rules import CampaignRules
@@ -140,7 +141,8 @@ def objection_url(case_id: int) -> str:
     return f"/api/v1/cases/{case_id}/objections"
 
 
-@router.get("/bulletin", response_model=Bulletin, summary="The public bulletin board")
+@router.get("/bulletin", response_model=Bulletin, summary="The public bulletin board",
+            responses=problems.responses(404))
 def bulletin(uow: UoW, clock: AppClock,
              period: str | None = Query(None, max_length=32, description="Period code.")
              ) -> Bulletin:

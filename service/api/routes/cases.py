@@ -14,18 +14,36 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from models import Case, Event, FulfilmentEntry, Organization, Period, Pledge, PledgeItem
-from service.api import actions
+from service.api import actions, problems
 from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
-from service.api.schemas import CaseOut, Comment, EventOut, Page, PledgeItemOut, PledgeOut
+from service.api.schemas import (
+    MAX_SEQ,
+    CaseOut,
+    Comment,
+    EventOut,
+    Page,
+    PathId,
+    PledgeItemOut,
+    PledgeOut,
+    QueryId,
+    TransitionOut,
+)
 from service.errors import NotFound
 from service.visibility import case_filter, ensure_case_visible
 from service.workflow import engine, inputs
+from service.workflow.inputs import MAX_ID
 from service.workflow.roles import relative_roles
 
 router = APIRouter(prefix="/api/v1", tags=["cases"])
 IfMatch = Annotated[str | None, Header(alias="If-Match", description='ETag, e.g. "v3"')]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+#: What an action through ``actions.perform`` may answer besides 200: not visible (404), not
+#: allowed for the role (403), refused by the workflow (409), stale If-Match (412).
+ACTION_PROBLEMS = problems.responses(403, 404, 409, 412, 422)
+#: How a route that takes a workflow action answers: the outcome, and the problems.
+ACTION = {"response_model": TransitionOut, "responses": ACTION_PROBLEMS}
+READ_PROBLEMS = problems.responses(404)
 
 
 def case_out(session, case: Case, principal) -> CaseOut:  # type: ignore[no-untyped-def]
@@ -37,10 +55,10 @@ def case_out(session, case: Case, principal) -> CaseOut:  # type: ignore[no-unty
 @router.get("/cases", response_model=Page[CaseOut], summary="Cases the caller may see")
 def list_cases(
     uow: UoW, principal: CurrentPrincipal,
-    period: str | None = Query(None, description="Period code, e.g. 2010"),
+    period: str | None = Query(None, max_length=32, description="Period code, e.g. 2010"),
     stage: str | None = None, status: str | None = None,
-    organization_id: int | None = None, subject_kind: str | None = None,
-    after: int = Query(0, ge=0, description="Return cases with id greater than this."),
+    organization_id: QueryId = None, subject_kind: str | None = None,
+    after: int = Query(0, ge=0, le=MAX_ID, description="Return cases with id greater than this."),
     limit: int = Query(50, ge=1, le=500),
 ) -> Page[CaseOut]:
     with uow() as session:
@@ -59,8 +77,9 @@ def list_cases(
                     next_after=rows[-1].id if more else None)
 
 
-@router.get("/cases/{case_id}", response_model=CaseOut, summary="One case (ETag = version)")
-def get_case(case_id: int, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
+@router.get("/cases/{case_id}", response_model=CaseOut, summary="One case (ETag = version)",
+            responses=READ_PROBLEMS)
+def get_case(case_id: PathId, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
     with uow() as session:
         case = ensure_case_visible(session, principal, case_id)
         body = case_out(session, case, principal)
@@ -68,9 +87,10 @@ def get_case(case_id: int, uow: UoW, principal: CurrentPrincipal) -> JSONRespons
                             headers={"ETag": actions.etag(case.version)})
 
 
-@router.get("/cases/{case_id}/events", response_model=Page[EventOut], summary="Timeline")
-def case_events(case_id: int, uow: UoW, principal: CurrentPrincipal,
-                after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
+@router.get("/cases/{case_id}/events", response_model=Page[EventOut], summary="Timeline",
+            responses=READ_PROBLEMS)
+def case_events(case_id: PathId, uow: UoW, principal: CurrentPrincipal,
+                after: int = Query(0, ge=0, le=MAX_SEQ), limit: int = Query(100, ge=1, le=1000)
                 ) -> Page[EventOut]:
     with uow() as session:
         case = ensure_case_visible(session, principal, case_id)
@@ -121,8 +141,9 @@ def pledge_out(session: Session, case_id: int) -> PledgeOut:
     return out
 
 
-@router.get("/cases/{case_id}/pledge", response_model=PledgeOut, summary="Pledge and ledger")
-def get_pledge(case_id: int, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
+@router.get("/cases/{case_id}/pledge", response_model=PledgeOut, summary="Pledge and ledger",
+            responses=READ_PROBLEMS)
+def get_pledge(case_id: PathId, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
     with uow() as session:
         case = ensure_case_visible(session, principal, case_id)
         out = pledge_out(session, case_id)
@@ -130,8 +151,9 @@ def get_pledge(case_id: int, uow: UoW, principal: CurrentPrincipal) -> JSONRespo
                             headers={"ETag": actions.etag(case.version)})
 
 
-@router.put("/cases/{case_id}/pledge", summary="Edit a draft pledge (summary and items)")
-async def edit_pledge(case_id: int, body: inputs.EditPledge, request: Request, uow: UoW,
+@router.put("/cases/{case_id}/pledge", summary="Edit a draft pledge (summary and items)",
+            **ACTION)
+async def edit_pledge(case_id: PathId, body: inputs.EditPledge, request: Request, uow: UoW,
                       clock: AppClock, principal: CurrentPrincipal, if_match: IfMatch = None,
                       idempotency_key: IdemKey = None) -> JSONResponse:
     return await actions.perform(request, uow, principal, clock, case_id=case_id,
@@ -139,7 +161,7 @@ async def edit_pledge(case_id: int, body: inputs.EditPledge, request: Request, u
 
 
 def _pledge_action(action: str, summary: str):  # type: ignore[no-untyped-def]
-    async def endpoint(case_id: int, request: Request, uow: UoW, clock: AppClock,
+    async def endpoint(case_id: PathId, request: Request, uow: UoW, clock: AppClock,
                        principal: CurrentPrincipal, body: Comment | None = None,
                        if_match: IfMatch = None, idempotency_key: IdemKey = None
                        ) -> JSONResponse:
@@ -147,7 +169,7 @@ def _pledge_action(action: str, summary: str):  # type: ignore[no-untyped-def]
                                      action=action, comment=body.comment if body else None)
 
     endpoint.__name__ = f"pledge_{action}"
-    router.post(f"/cases/{{case_id}}/pledge/{action}", summary=summary)(endpoint)
+    router.post(f"/cases/{{case_id}}/pledge/{action}", summary=summary, **ACTION)(endpoint)
 
 
 for _action, _summary in (
@@ -162,9 +184,10 @@ for _action, _summary in (
 
 
 @router.post("/cases/{case_id}/pledge/items/{item_id}/fulfilment",
-             summary="Record fulfilment of a pledge item, with evidence")
-async def record_fulfilment(case_id: int, item_id: int, body: inputs.FulfilmentIn, request: Request,
-                            uow: UoW, clock: AppClock, principal: CurrentPrincipal,
+             summary="Record fulfilment of a pledge item, with evidence", **ACTION)
+async def record_fulfilment(case_id: PathId, item_id: PathId, body: inputs.FulfilmentIn,
+                            request: Request, uow: UoW, clock: AppClock,
+                            principal: CurrentPrincipal,
                             if_match: IfMatch = None, idempotency_key: IdemKey = None
                             ) -> JSONResponse:
     data = inputs.RecordFulfilment(item_id=item_id, **body.model_dump())

@@ -20,11 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from models import Case, Commendation, Nomination
 from service import commendation as selection_service
 from service.accounts import Principal, Unauthenticated
-from service.api import actions
+from service.api import actions, problems
 from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.routes.bulk import require_operator
-from service.api.routes.cases import IdemKey, IfMatch
+from service.api.routes.cases import ACTION, IdemKey, IfMatch
+from service.api.schemas import PathId, PeriodCode
 from service.clock import Clock
 from service.commendation_view import NominationOut, NoticeOut
 from service.commendation_view import awards_of as _awards
@@ -56,8 +57,9 @@ class AwardOut(BaseModel):
 
 
 @router.get("/periods/{code}/commendations", response_model=list[AwardOut],
-            summary="A period's selections: quotas, shortlists, ranked candidates")
-def list_commendations(code: str, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
+            summary="A period's selections: quotas, shortlists, ranked candidates",
+            responses=problems.responses(404))
+def list_commendations(code: PeriodCode, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
     """Per award: quota, shortlist size, status, notice and the candidates.
 
     The campaign office, auditors and flows see every candidate ranked, with eligibility
@@ -71,8 +73,11 @@ def list_commendations(code: str, uow: UoW, principal: CurrentPrincipal) -> JSON
 
 
 @router.post("/periods/{code}/commendations/select", response_model=list[AwardOut],
-             summary="Run the selection for a period (campaign office, flows)")
-def select_candidates(code: str, uow: UoW, clock: AppClock,
+             summary="Run the selection for a period (campaign office, flows)",
+             responses={**problems.responses(403, 404, 409), 201: {
+                 "description": "A selection was made now (200: nothing new to select)",
+                 "model": list[AwardOut]}})
+def select_candidates(code: PeriodCode, uow: UoW, clock: AppClock,
                       principal: CurrentPrincipal) -> JSONResponse:
     """Rank every case that finished evaluation, store each award's shortlist and move the
     cases to commendation/considered. Idempotent: an award already selected is left as it is,
@@ -95,8 +100,9 @@ class NoticePosted(BaseModel):
 
 
 @router.post("/commendations/{commendation_id}/notice", response_model=NoticePosted,
-             summary="Put a shortlist under public notice (campaign office, flows)")
-def post_notice(commendation_id: int, uow: UoW, clock: AppClock,
+             summary="Put a shortlist under public notice (campaign office, flows)",
+             responses=problems.responses(403, 404, 409))
+def post_notice(commendation_id: PathId, uow: UoW, clock: AppClock,
                 principal: CurrentPrincipal) -> NoticePosted:
     """Post the shortlist on the bulletin board for the notice window; every case of the
     selection moves to commendation/under_notice and may be objected to. Once only."""
@@ -131,8 +137,8 @@ def _nomination_of(uow: UoW, principal: Principal, nomination_id: int) -> tuple[
 
 
 @router.post("/nominations/{nomination_id}/adjust", summary="Move a candidate on or off the "
-             "shortlist, with a rationale (campaign office)")
-async def adjust(nomination_id: int, body: inputs.AdjustNomination, request: Request, uow: UoW,
+             "shortlist, with a rationale (campaign office)", **ACTION)
+async def adjust(nomination_id: PathId, body: inputs.AdjustNomination, request: Request, uow: UoW,
                  clock: AppClock, principal: CurrentPrincipal, if_match: IfMatch = None,
                  idempotency_key: IdemKey = None) -> JSONResponse:
     """The office adjusts the computed shortlist; the rationale is recorded in the history.
@@ -164,8 +170,8 @@ def _finish_selection(commendation_id: int, actor: Actor, clock: Clock) -> actio
 
 
 @router.post("/nominations/{nomination_id}/decide",
-             summary="Decide on a shortlisted candidate (campaign office)")
-async def decide(nomination_id: int, body: DecideIn, request: Request, uow: UoW,
+             summary="Decide on a shortlisted candidate (campaign office)", **ACTION)
+async def decide(nomination_id: PathId, body: DecideIn, request: Request, uow: UoW,
                  clock: AppClock, principal: CurrentPrincipal, if_match: IfMatch = None,
                  idempotency_key: IdemKey = None) -> JSONResponse:
     """After the notice window, with every objection resolved: commend (shortlisted only,

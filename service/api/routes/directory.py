@@ -19,12 +19,14 @@ from sqlalchemy.orm import Session
 
 from models import CriteriaSet, Criterion, Organization, Period, Person, Position
 from service.accounts import Principal, Unauthenticated
+from service.api import problems
 from service.api.deps import CurrentPrincipal, UoW
-from service.api.schemas import Out, Page
+from service.api.schemas import Out, Page, PathId, PeriodCode, QueryId
 from service.errors import NotFound
 from service.periods import get_period
 from service.rules import CampaignRules
 from service.visibility import sees_everything
+from service.workflow.inputs import MAX_ID
 
 router = APIRouter(prefix="/api/v1", tags=["directory"])
 
@@ -152,8 +154,8 @@ def list_organizations(
 
 
 @router.get("/organizations/{organization_id}", response_model=OrganizationDetail,
-            summary="One organization (public)")
-def get_organization(organization_id: int, uow: UoW) -> OrganizationDetail:
+            summary="One organization (public)", responses=problems.responses(404))
+def get_organization(organization_id: PathId, uow: UoW) -> OrganizationDetail:
     """One organization, with the ids of its ancestors and children."""
     with uow() as session:
         org = session.get(Organization, organization_id)
@@ -210,8 +212,9 @@ def _people_out(session: Session, people: list[Person], principal: Principal,
 @router.get("/people", response_model=Page[PersonOut], summary="People the caller may see")
 def list_people(
     uow: UoW, principal: CurrentPrincipal,
-    organization_id: int | None = None,
-    after: int = Query(0, ge=0, description="Return people with id greater than this."),
+    organization_id: QueryId = None,
+    after: int = Query(0, ge=0, le=MAX_ID,
+                       description="Return people with id greater than this."),
     limit: int = Query(50, ge=1, le=500),
 ) -> Page[PersonOut]:
     """People the caller may see, by id; e-mails only where allowed."""
@@ -227,8 +230,9 @@ def list_people(
                     next_after=rows[-1].id if more else None)
 
 
-@router.get("/people/{person_id}", response_model=PersonOut, summary="One person")
-def get_person(person_id: int, uow: UoW, principal: CurrentPrincipal) -> PersonOut:
+@router.get("/people/{person_id}", response_model=PersonOut, summary="One person",
+            responses=problems.responses(404))
+def get_person(person_id: PathId, uow: UoW, principal: CurrentPrincipal) -> PersonOut:
     """One person, or 404 when the caller may not see them."""
     with uow() as session:
         scope, emails = _people_scope(session, principal)
@@ -259,8 +263,9 @@ def list_periods(uow: UoW) -> list[PeriodOut]:
             sa.select(Period).order_by(Period.sequence))]
 
 
-@router.get("/periods/{code}", response_model=PeriodOut, summary="One period (public)")
-def get_period_by_code(code: str, uow: UoW) -> PeriodOut:
+@router.get("/periods/{code}", response_model=PeriodOut, summary="One period (public)",
+            responses=problems.responses(404))
+def get_period_by_code(code: PeriodCode, uow: UoW) -> PeriodOut:
     """One period by code, e.g. ``2010``."""
     with uow() as session:
         return period_out(get_period(session, code))

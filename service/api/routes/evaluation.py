@@ -27,11 +27,11 @@ from models import (
     Position,
 )
 from service.accounts import Principal
-from service.api import actions
+from service.api import actions, problems
 from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
-from service.api.routes.cases import IdemKey, IfMatch
-from service.api.schemas import Comment
+from service.api.routes.cases import ACTION, READ_PROBLEMS, IdemKey, IfMatch
+from service.api.schemas import Comment, PathId
 from service.errors import Forbidden, InvalidInput, NotFound, Reason
 from service.evaluation_view import evaluators_of
 from service.rules import SCALES, CampaignRules
@@ -171,8 +171,9 @@ def _round_out(session: Session, case: Case, round_: EvaluationRound,
 
 
 @router.get("/cases/{case_id}/round", response_model=RoundOut,
-            summary="The case's evaluation round (counts; tally once announced, within scope)")
-def get_round(case_id: int, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
+            summary="The case's evaluation round (counts; tally once announced, within scope)",
+            responses=READ_PROBLEMS)
+def get_round(case_id: PathId, uow: UoW, principal: CurrentPrincipal) -> JSONResponse:
     """Status, window, quorum, scale and criteria, how many were asked and how many voted.
 
     Never who chose what. The tally appears only after the results were announced, and only
@@ -187,8 +188,9 @@ def get_round(case_id: int, uow: UoW, principal: CurrentPrincipal) -> JSONRespon
 
 
 @router.get("/cases/{case_id}/round/evaluators", response_model=list[EvaluatorOut],
-            summary="Who was asked to evaluate, and whether they voted")
-def list_evaluators(case_id: int, uow: UoW, principal: CurrentPrincipal) -> list[EvaluatorOut]:
+            summary="Who was asked to evaluate, and whether they voted",
+            responses=problems.responses(403, 404))
+def list_evaluators(case_id: PathId, uow: UoW, principal: CurrentPrincipal) -> list[EvaluatorOut]:
     """For the office, flows and the subject's superiors (to remind and to escalate).
 
     This says *who voted*, never *what*: ballots are stored apart and carry no voter. Ordered
@@ -202,8 +204,9 @@ def list_evaluators(case_id: int, uow: UoW, principal: CurrentPrincipal) -> list
                 for e in evaluators_of(session, round_.id)]
 
 
-@router.post("/cases/{case_id}/round/evaluators", summary="Add or remove evaluators (office)")
-async def assign_evaluators(case_id: int, body: inputs.AssignEvaluators, request: Request,
+@router.post("/cases/{case_id}/round/evaluators", summary="Add or remove evaluators (office)",
+             **ACTION)
+async def assign_evaluators(case_id: PathId, body: inputs.AssignEvaluators, request: Request,
                             uow: UoW, clock: AppClock, principal: CurrentPrincipal,
                             if_match: IfMatch = None, idempotency_key: IdemKey = None
                             ) -> JSONResponse:
@@ -213,8 +216,9 @@ async def assign_evaluators(case_id: int, body: inputs.AssignEvaluators, request
                                  action="assign_evaluators", data=body)
 
 
-@router.post("/cases/{case_id}/round/ballot", summary="Cast a ballot (assigned evaluators)")
-async def cast_ballot(case_id: int, body: inputs.CastBallot, request: Request, uow: UoW,
+@router.post("/cases/{case_id}/round/ballot", summary="Cast a ballot (assigned evaluators)",
+             **ACTION)
+async def cast_ballot(case_id: PathId, body: inputs.CastBallot, request: Request, uow: UoW,
                       clock: AppClock, principal: CurrentPrincipal, if_match: IfMatch = None
                       ) -> JSONResponse:
     """An assigned evaluator answers every criterion with an option of the round's scale.
@@ -232,7 +236,7 @@ async def cast_ballot(case_id: int, body: inputs.CastBallot, request: Request, u
 
 
 def _round_action(path: str, action: str, summary: str, doc: str) -> None:
-    async def endpoint(case_id: int, request: Request, uow: UoW, clock: AppClock,
+    async def endpoint(case_id: PathId, request: Request, uow: UoW, clock: AppClock,
                        principal: CurrentPrincipal, body: Comment | None = None,
                        if_match: IfMatch = None, idempotency_key: IdemKey = None
                        ) -> JSONResponse:
@@ -241,7 +245,7 @@ def _round_action(path: str, action: str, summary: str, doc: str) -> None:
 
     endpoint.__name__ = f"round_{path}"
     endpoint.__doc__ = doc
-    router.post(f"/cases/{{case_id}}/round/{path}", summary=summary)(endpoint)
+    router.post(f"/cases/{{case_id}}/round/{path}", summary=summary, **ACTION)(endpoint)
 
 
 for _path, _action, _summary, _doc in (

@@ -27,12 +27,15 @@ from models import (
 )
 from notifications import sweep as outbox_sweep
 from service import reminders
+from service.api import problems
 from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.routes.bulk import require_operator
+from service.api.schemas import PathId, PeriodCode
 from service.clock import local_date
 from service.errors import NotFound
 from service.periods import get_period
+from service.workflow.inputs import MAX_ID
 
 router = APIRouter(prefix="/api/v1", tags=["flows"])
 
@@ -93,9 +96,11 @@ def _states(session: Session, cases: list[Case]) -> list[CaseState]:
 
 
 @router.get("/periods/{code}/case-states", response_model=CaseStatePage,
-            summary="Every case of a period, compactly, with its round's counts (flows)")
-def case_states(code: str, uow: UoW, clock: AppClock, principal: CurrentPrincipal,
-                after: int = Query(0, ge=0, description="Cases with id greater than this."),
+            summary="Every case of a period, compactly, with its round's counts (flows)",
+            responses=problems.responses(403, 404))
+def case_states(code: PeriodCode, uow: UoW, clock: AppClock, principal: CurrentPrincipal,
+                after: int = Query(0, ge=0, le=MAX_ID,
+                                   description="Cases with id greater than this."),
                 limit: int = Query(500, ge=1, le=1000)) -> CaseStatePage:
     """Stage, status, version, deadline, whether an objection is open and, for cases with an
     evaluation round, its deadline, extension, assigned and voted counts and quorum."""
@@ -111,8 +116,9 @@ def case_states(code: str, uow: UoW, clock: AppClock, principal: CurrentPrincipa
 
 
 @router.get("/cases/{case_id}/state", response_model=CaseStateOne,
-            summary="One case, compactly, with its round's counts (flows)")
-def case_state(case_id: int, uow: UoW, clock: AppClock,
+            summary="One case, compactly, with its round's counts (flows)",
+            responses=problems.responses(403, 404))
+def case_state(case_id: PathId, uow: UoW, clock: AppClock,
                principal: CurrentPrincipal) -> CaseStateOne:
     with uow() as session:
         require_operator(session, principal, "read case states")
@@ -141,8 +147,9 @@ class AwardStates(BaseModel):
 
 
 @router.get("/periods/{code}/awards", response_model=AwardStates,
-            summary="A period's selections in brief: status, notice, hand-off (flows)")
-def award_states(code: str, uow: UoW, clock: AppClock,
+            summary="A period's selections in brief: status, notice, hand-off (flows)",
+            responses=problems.responses(403, 404))
+def award_states(code: PeriodCode, uow: UoW, clock: AppClock,
                  principal: CurrentPrincipal) -> AwardStates:
     with uow() as session:
         require_operator(session, principal, "read award states")
@@ -176,8 +183,9 @@ class HandOffResult(BaseModel):
 
 @router.post("/periods/{code}/commendations/hand-off", response_model=list[HandOffResult],
              response_model_exclude_none=True,
-             summary="Tell the campaign office its commendation decisions are due (flows)")
-def hand_off(code: str, uow: UoW, clock: AppClock,
+             summary="Tell the campaign office its commendation decisions are due (flows)",
+             responses=problems.responses(403, 404))
+def hand_off(code: PeriodCode, uow: UoW, clock: AppClock,
              principal: CurrentPrincipal) -> list[HandOffResult]:
     """For each award whose shortlist notice has ended: one email to every campaign-office
     admin listing the cases to decide, and an event in the history. Once per award: a second
@@ -203,11 +211,12 @@ class ReminderRun(BaseModel):
 
 
 @router.post("/reminders/run", response_model=ReminderRun,
-             summary="Queue the day's reminders and escalations, batched per recipient (flows)")
+             summary="Queue the day's reminders and escalations, batched per recipient (flows)",
+             responses=problems.responses(403, 404))
 def run_reminders(uow: UoW, clock: AppClock, principal: CurrentPrincipal,
                   as_of: AsOf = None,
-                  period: str | None = Query(None, description="One period; default every "
-                                             "open period.")) -> ReminderRun:
+                  period: str | None = Query(None, max_length=32, description="One period; "
+                                             "default every open period.")) -> ReminderRun:
     """Reminders before deadlines (``reminder_days_before``) to whoever must act, escalations
     after them (``escalation_days_after``) to the superior of whoever must act: one email per
     recipient per day listing every case. Running it again the same day adds nothing."""
@@ -228,7 +237,8 @@ class SweepOut(BaseModel):
 
 
 @router.post("/notifications/sweep", response_model=SweepOut,
-             summary="Re-drive stuck (and on request dead) outbox rows (flows)")
+             summary="Re-drive stuck (and on request dead) outbox rows (flows)",
+             responses=problems.responses(403))
 def sweep_notifications(uow: UoW, clock: AppClock, principal: CurrentPrincipal,
                         dead: bool = Query(False, description="Also re-drive dead rows.")
                         ) -> SweepOut:

@@ -37,6 +37,7 @@ from models import (
     Position,
 )
 from service.accounts import require_person
+from service.api import problems
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.schemas import CaseOut
 from service.visibility import case_filter
@@ -90,7 +91,8 @@ class InboxPage(BaseModel):
 
 
 @router.get("/inbox", response_model=InboxPage,
-            summary="What the caller must act on, overdue first")
+            summary="What the caller must act on, overdue first",
+            responses=problems.responses(403))
 def inbox(uow: UoW, clock: AppClock, principal: CurrentPrincipal,
           limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0)) -> InboxPage:
     """The caller's tasks: overdue first, then by due date (none last), then by case id."""

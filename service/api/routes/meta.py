@@ -7,12 +7,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from service.api import problems
 from service.api.problems import problem
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness and database check")
+@router.get("/healthz", summary="Liveness and database check",
+            responses=problems.responses(503))
 async def healthz(request: Request) -> Response:
     """200 when the database answers, 503 (problem+json) when it does not."""
     def ping() -> None:

@@ -20,8 +20,8 @@ from service.accounts import Principal
 from service.api import actions
 from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
-from service.api.routes.cases import IdemKey, IfMatch
-from service.api.schemas import Comment, Out
+from service.api.routes.cases import ACTION, READ_PROBLEMS, IdemKey, IfMatch
+from service.api.schemas import Comment, Out, PathId
 from service.errors import NotFound
 from service.visibility import case_filter, ensure_case_visible
 from service.workflow import inputs
@@ -66,8 +66,9 @@ def _check_fileable(uow: UoW, principal: Principal, case_id: int) -> None:
             raise NotFound(f"nothing of case {case_id} is under public notice")
 
 
-@router.post("/cases/{case_id}/objections", summary="File an objection (no sign-in needed)")
-async def file_objection(case_id: int, body: inputs.FileObjection, request: Request, uow: UoW,
+@router.post("/cases/{case_id}/objections", summary="File an objection (no sign-in needed)",
+             **ACTION)
+async def file_objection(case_id: PathId, body: inputs.FileObjection, request: Request, uow: UoW,
                          clock: AppClock, principal: CurrentPrincipal,
                          idempotency_key: IdemKey = None) -> JSONResponse:
     """Object to a pledge or a shortlist while it is under public notice; the filer may stay
@@ -85,8 +86,8 @@ def _sees_filer(session: Session, case: Case, principal: Principal) -> bool:
 
 
 @router.get("/cases/{case_id}/objections", response_model=list[ObjectionOut],
-            summary="Objections to a case")
-def list_objections(case_id: int, uow: UoW, principal: CurrentPrincipal) -> list[ObjectionOut]:
+            summary="Objections to a case", responses=READ_PROBLEMS)
+def list_objections(case_id: PathId, uow: UoW, principal: CurrentPrincipal) -> list[ObjectionOut]:
     """Every objection to the case, oldest first, for callers who may read the case.
 
     The filer's name and contact are shown to the office, auditors, flows and superiors
@@ -114,7 +115,7 @@ def _case_of(uow: UoW, principal: Principal, objection_id: int) -> int:
 
 
 def _resolution(action: str, summary: str, doc: str) -> None:
-    async def endpoint(objection_id: int, body: Comment, request: Request, uow: UoW,
+    async def endpoint(objection_id: PathId, body: Comment, request: Request, uow: UoW,
                        clock: AppClock, principal: CurrentPrincipal, if_match: IfMatch = None,
                        idempotency_key: IdemKey = None) -> JSONResponse:
         case_id = await run_in_threadpool(_case_of, uow, principal, objection_id)
@@ -124,7 +125,7 @@ def _resolution(action: str, summary: str, doc: str) -> None:
 
     endpoint.__name__ = f"{action}_objection"
     endpoint.__doc__ = doc
-    router.post(f"/objections/{{objection_id}}/{action}", summary=summary)(endpoint)
+    router.post(f"/objections/{{objection_id}}/{action}", summary=summary, **ACTION)(endpoint)
 
 
 _resolution("uphold", "Uphold an objection (with a comment)",

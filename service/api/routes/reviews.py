@@ -18,8 +18,8 @@ from models import Review
 from service.accounts import Principal
 from service.api import actions
 from service.api.deps import AppClock, CurrentPrincipal, UoW
-from service.api.routes.cases import IdemKey, IfMatch
-from service.api.schemas import Out
+from service.api.routes.cases import ACTION, READ_PROBLEMS, IdemKey, IfMatch
+from service.api.schemas import Out, PathId
 from service.visibility import ensure_case_visible
 from service.workflow import inputs
 
@@ -49,8 +49,8 @@ def _review_action(uow: UoW, principal: Principal, case_id: int) -> str:
             else "record_ad_hoc_review"
 
 
-@router.post("/cases/{case_id}/reviews", summary="Record a leader's review")
-async def record_review(case_id: int, body: inputs.RecordReview, request: Request, uow: UoW,
+@router.post("/cases/{case_id}/reviews", summary="Record a leader's review", **ACTION)
+async def record_review(case_id: PathId, body: inputs.RecordReview, request: Request, uow: UoW,
                         clock: AppClock, principal: CurrentPrincipal, if_match: IfMatch = None,
                         idempotency_key: IdemKey = None) -> JSONResponse:
     """A superior records a review: achievements, problems, direction, ratings per criterion.
@@ -63,8 +63,9 @@ async def record_review(case_id: int, body: inputs.RecordReview, request: Reques
                                  action=action, data=body)
 
 
-@router.post("/cases/{case_id}/reviews/acknowledge", summary="Acknowledge the scheduled review")
-async def acknowledge_review(case_id: int, body: inputs.AcknowledgeReview, request: Request,
+@router.post("/cases/{case_id}/reviews/acknowledge", summary="Acknowledge the scheduled review",
+             **ACTION)
+async def acknowledge_review(case_id: PathId, body: inputs.AcknowledgeReview, request: Request,
                              uow: UoW, clock: AppClock, principal: CurrentPrincipal,
                              if_match: IfMatch = None, idempotency_key: IdemKey = None
                              ) -> JSONResponse:
@@ -74,8 +75,8 @@ async def acknowledge_review(case_id: int, body: inputs.AcknowledgeReview, reque
 
 
 @router.get("/cases/{case_id}/reviews", response_model=list[ReviewOut],
-            summary="Reviews of a case")
-def list_reviews(case_id: int, uow: UoW, principal: CurrentPrincipal) -> list[ReviewOut]:
+            summary="Reviews of a case", responses=READ_PROBLEMS)
+def list_reviews(case_id: PathId, uow: UoW, principal: CurrentPrincipal) -> list[ReviewOut]:
     """Every review of the case, oldest first, for callers who may read the case."""
     with uow() as session:
         ensure_case_visible(session, principal, case_id)
