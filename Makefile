@@ -24,12 +24,14 @@ sync: .venv/.synced
 run: sync
 	$(UV) run --no-sync pledgeflow up
 
-## Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+## Debian's Chromium and a Chinese font for the browser tests (no browser download).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium && fc-list :lang=zh | grep -q . ; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; \
+	  else echo "browser tests need: sudo apt-get install chromium fonts-wqy-zenhei" >&2; \
+	    exit 1; fi; }
 
 ## The whole test suite (SQLite and PostgreSQL at 127.0.0.1:5432, database "test").
 test: sync browser

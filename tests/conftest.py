@@ -31,6 +31,11 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ("sqlite", "postgresql")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "browser: drives Debian's Chromium through Playwright (tests/test_browser.py)")
+
+
 @dataclass
 class Database:
     """One test database: its URL, engine and session factory."""
