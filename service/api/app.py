@@ -32,7 +32,26 @@ Every action goes through one choke point. Responses about a case carry its vers
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build the app for these settings (and, for tests and demos, a clock)."""
     from service.api.routes import ROUTERS
-    from service.web.routes import links, mail
+    from service.web.routes import (
+        links,
+        mail,
+        office_audit,
+        office_criteria,
+        office_dashboard,
+        office_desk,
+        office_evaluators,
+        office_home,
+        office_import,
+        office_periods,
+        office_spot_checks,
+        pages,
+        pages_auth,
+        pages_bulletin,
+        pages_case,
+        pages_forms,
+        pages_inbox,
+        pages_pledge,
+    )
 
     settings = settings or get_settings()
     engine = make_engine(settings.database_url, echo=settings.sql_echo,
@@ -50,6 +69,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(links.router)
+    for module in (pages, pages_auth, pages_inbox, pages_case, pages_forms, pages_pledge,
+                   pages_bulletin):
+        app.include_router(module.router)  # GET / goes to the inbox or the bulletin board
+    for module in (office_home, office_periods, office_import, office_criteria,
+                   office_evaluators, office_desk, office_spot_checks, office_audit,
+                   office_dashboard):
+        app.include_router(module.router)  # the campaign office's pages (/office/…)
     if settings.mail_catcher_dir:
         app.include_router(mail.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent.parent / "web" / "static"),

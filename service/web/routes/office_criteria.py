@@ -26,8 +26,8 @@ from service.errors import InvalidInput, PledgeflowError
 from service.office import Why
 from service.periods import UNIT_KINDS
 from service.rules import SCALES
-from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page, refusal
-from service.web.routes.pages import form_values
+from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page
+from service.web.routes.pages import form_values, reasons_of
 from service.web.session import PageRoute
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
@@ -94,7 +94,7 @@ def _add_set(request: Request, uow: UoW, clock: Clock, office: OfficeUser,
             set_id = refined.id
     except PledgeflowError as exc:
         return _render(request, uow, office, status=422, forms={
-            "refine": {"values": values, "reasons": refusal(exc)}})
+            "refine": {"values": values, "reasons": reasons_of(exc)}})
     return RedirectResponse(f"/office/criteria?done=set#set-{set_id}", status_code=303)
 
 
@@ -118,7 +118,7 @@ def _add_criterion(request: Request, uow: UoW, clock: Clock, office: OfficeUser,
                 actor=actor_of(office.user.principal), now=clock.now())
     except PledgeflowError as exc:
         return _render(request, uow, office, status=422, forms={
-            f"criterion-{set_id}": {"values": values, "reasons": refusal(exc)}})
+            f"criterion-{set_id}": {"values": values, "reasons": reasons_of(exc)}})
     return RedirectResponse(f"/office/criteria?done=criterion#set-{set_id}", status_code=303)
 
 

@@ -34,7 +34,7 @@ router = APIRouter(include_in_schema=False, route_class=PageRoute)
 MEDIA = {"csv": "text/csv; charset=utf-8",
          "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 CHART_ROWS = 20
-BAR_MAX = 330  # pixels for the longest bar
+BAR_MAX = 320  # of the 640-wide drawing, after 236 for the labels, before the value
 
 
 @dataclass(frozen=True)
@@ -55,15 +55,25 @@ class Chart:
     height: int
 
 
+def _fit(label: str, room: float = 13.0) -> str:
+    """A label cut to fit the chart's label column (a CJK character is about two Latin ones)."""
+    used = 0.0
+    for i, ch in enumerate(label):
+        used += 1.0 if ord(ch) > 0x2E80 else 0.55
+        if used > room:
+            return label[:max(i - 1, 1)] + "…"
+    return label
+
+
 def bar_chart(chart_id: str, title: str, desc: str, items: list[tuple[str, float, str]],
               top: float | None = None) -> Chart:
     """Horizontal bars for (label, value, value as shown); at most ``CHART_ROWS`` of them."""
     items = items[:CHART_ROWS]
     top = top or max((value for _, value, _ in items), default=0) or 1
-    bars = [Bar(label if len(label) <= 14 else label[:13] + "…", label, shown, 6 + i * 26,
+    bars = [Bar(_fit(label), label, shown, 6 + i * 30,
                 max(round(value / top * BAR_MAX), 1 if value else 0))
             for i, (label, value, shown) in enumerate(items)]
-    return Chart(chart_id, title, desc, bars, 12 + 26 * len(bars))
+    return Chart(chart_id, title, desc, bars, 12 + 30 * len(bars))
 
 
 def _name(figure: reports.UnitFigure, lang: str) -> str:

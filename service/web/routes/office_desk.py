@@ -22,7 +22,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from models import Case, Commendation, Nomination, Organization, Person, Position
+from models import Case, Commendation, Nomination, Objection, Organization, Person, Position
 from service import office as office_service
 from service.api.actions import actor_of
 from service.api.deps import AppClock, UoW
@@ -33,8 +33,8 @@ from service.office_reports import AWARD_NAMES
 from service.periods import get_period
 from service.rules import CampaignRules
 from service.selection import Candidate, recused
-from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page, refusal
-from service.web.routes.pages import count, form_values
+from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page
+from service.web.routes.pages import count, form_values, reasons_of
 from service.web.session import PageRoute
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
@@ -78,6 +78,10 @@ def _desk(uow: UoW, office: OfficeUser, code: str) -> dict[str, Any]:
         case_ids = [n["case_id"] for a in awards for n in a["nominations"]]
         versions = dict(session.execute(sa.select(Case.id, Case.version)
                                         .where(Case.id.in_(case_ids or [0]))).all())
+        objections = dict(session.execute(
+            sa.select(Objection.case_id, sa.func.count()).where(
+                Objection.case_id.in_(case_ids or [0]), Objection.status == "open")
+            .group_by(Objection.case_id)).tuples().all())
         org_ids = {n["organization_id"] for a in awards for n in a["nominations"]}
         orgs = {oid: (zh, en, path) for oid, zh, en, path in session.execute(
             sa.select(Organization.id, Organization.name_zh, Organization.name_en,
@@ -95,6 +99,7 @@ def _desk(uow: UoW, office: OfficeUser, code: str) -> dict[str, Any]:
                 zh, en, path = orgs[n["organization_id"]]
                 n["org"] = (zh, en)
                 n["version"] = versions.get(n["case_id"])
+                n["objections"] = objections.get(n["case_id"], 0)
                 n["recusal"] = check(n["organization_id"], path)
         rules = CampaignRules.model_validate(period.rules or {})
         post_by = period.commendation_on - timedelta(days=rules.notice_days)
@@ -129,7 +134,7 @@ def _run(request: Request, uow: UoW, office: OfficeUser, code: str, *, form: str
             work(session)
     except PledgeflowError as exc:
         return _render(request, uow, office, code, status=422,
-                       forms={form: {"values": values, "reasons": refusal(exc)}})
+                       forms={form: {"values": values, "reasons": reasons_of(exc)}})
     if action:
         count(request, action)  # after the commit, never before
     return RedirectResponse(f"/office/commendations/{code}?done={done}{anchor}",
@@ -248,7 +253,7 @@ def _decide_rest(request: Request, uow: UoW, clock: Clock, office: OfficeUser, c
                 decided += 1
             except PledgeflowError as exc:
                 refused += [Reason(r.code, f"nomination {nomination_id}: {r.message}")
-                            if not getattr(r, "message_zh", "") else r for r in refusal(exc)]
+                            if not getattr(r, "message_zh", "") else r for r in reasons_of(exc)]
     count(request, "decide", decided)
     if refused:
         return _render(request, uow, office, code, status=422, forms={

@@ -29,8 +29,8 @@ from service.clock import Clock
 from service.errors import PledgeflowError
 from service.evaluation_view import evaluators_of
 from service.visibility import ensure_case_visible
-from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page, refusal
-from service.web.routes.pages import act, count
+from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page
+from service.web.routes.pages import act, count, reasons_of
 from service.web.session import PageRoute
 from service.workflow import inputs
 
@@ -81,8 +81,7 @@ def _view(uow: UoW, office: OfficeUser, case_id: int, now: Any) -> dict[str, Any
         parts = [p for p in org.path.strip("/").split("/") if p]
         enterprise = "/" + "/".join(parts[:2]) + "/"
         people = session.execute(
-            sa.select(Person.id, Person.name, Person.email, Organization.name_zh,
-                      Organization.name_en, Person.is_party_member)
+            sa.select(Person.id, Person.name, Organization.name_zh, Organization.name_en)
             .join(Organization, Organization.id == Person.organization_id)
             .where(Person.active.is_(True), Organization.path.startswith(enterprise))
             .order_by(Organization.path, Person.id)).all()
@@ -94,8 +93,7 @@ def _view(uow: UoW, office: OfficeUser, case_id: int, now: Any) -> dict[str, Any
         missing = assigned - set(by_id)
         if missing:  # evaluators from elsewhere (added by id): show them too
             for row in session.execute(
-                    sa.select(Person.id, Person.name, Person.email, Organization.name_zh,
-                              Organization.name_en, Person.is_party_member)
+                    sa.select(Person.id, Person.name, Organization.name_zh, Organization.name_en)
                     .join(Organization, Organization.id == Person.organization_id)
                     .where(Person.id.in_(sorted(missing)))):
                 by_id[row.id] = row
@@ -135,7 +133,7 @@ def _assign(request: Request, uow: UoW, clock: Clock, office: OfficeUser, case_i
                 expected_version=int(version) if version.isdigit() else None)
     except PledgeflowError as exc:
         return _render(request, uow, office, case_id, status=422, form={
-            "add": add, "remove": remove, "reasons": refusal(exc)})
+            "add": add, "remove": remove, "reasons": reasons_of(exc)})
     count(request, "assign_evaluators")
     return RedirectResponse(f"/office/evaluators/{case_id}?done=1", status_code=303)
 

@@ -25,15 +25,15 @@ from starlette.concurrency import run_in_threadpool
 
 from models import Organization, Period, Position
 from service.api.deps import UoW
-from service.errors import Forbidden, PledgeflowError, Reason
+from service.errors import Forbidden, Reason
 from service.web import i18n
 from service.web.i18n import pick_lang
 from service.web.render import page
-from service.web.routes.pages import deadline, local_date, local_time, reasons_of
+from service.web.routes.pages import deadline, local_date, local_time
 from service.web.session import PRIVATE, CsrfChecked, PageRoute, PageUser, SignedIn
 
 __all__ = ["router", "OfficeUser", "OfficeViewer", "OfficeAdmin", "OfficeForm", "office_page",
-           "say", "refusal", "REASON_NAMES"]
+           "say", "REASON_NAMES"]
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
@@ -129,11 +129,6 @@ def say(reasons: Sequence[Reason], lang: str) -> list[tuple[str, str | None]]:
         else:
             out.append((r.message, None))
     return out
-
-
-def refusal(exc: PledgeflowError) -> list[Reason]:
-    """Every reason a refusal gives (``pages.reasons_of``, shared with the other pages)."""
-    return reasons_of(exc)
 
 
 def _pct(value: float | None, digits: int = 1) -> str:

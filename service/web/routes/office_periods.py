@@ -25,8 +25,8 @@ from service.clock import Clock
 from service.errors import PledgeflowError
 from service.periods import get_period
 from service.rules import SCALES, CampaignRules
-from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page, refusal
-from service.web.routes.pages import form_values
+from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page
+from service.web.routes.pages import form_values, reasons_of
 from service.web.session import PageRoute
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
@@ -36,9 +36,10 @@ SCOPE_NAMES = {"unit": ("本单位及其上级", "The unit and its superiors"),
                "public": ("在党务公开栏公开", "Public, on the bulletin board")}
 
 
-def _scale_names() -> dict[str, str]:
-    return {code: " / ".join(o.label_zh for o in scale.options) + " · " +
-            " / ".join(o.label_en for o in scale.options) for code, scale in SCALES.items()}
+def _scale_names() -> dict[str, tuple[str, str]]:
+    return {code: (" / ".join(o.label_zh for o in scale.options),
+                   " / ".join(o.label_en for o in scale.options))
+            for code, scale in SCALES.items()}
 
 
 def _number(value: Any) -> str:
@@ -100,7 +101,7 @@ def _save(request: Request, uow: UoW, clock: Clock, office: OfficeUser, code: st
             changes = office_service.update_period(
                 session, code, values, actor=actor_of(office.user.principal), now=clock.now())
     except PledgeflowError as exc:
-        return _render(request, uow, office, code, values=values, reasons=refusal(exc),
+        return _render(request, uow, office, code, values=values, reasons=reasons_of(exc),
                        status=422)
     return RedirectResponse(f"/office/periods/{code}?saved={'1' if changes else '0'}",
                             status_code=303)

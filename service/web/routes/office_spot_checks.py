@@ -16,15 +16,15 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from models import Event, Organization, Person, SpotCheck
-from service import office as office_service
+from service import spot_checks
 from service.api.actions import actor_of
 from service.api.deps import AppClock, UoW
 from service.clock import Clock
 from service.errors import InvalidInput, PledgeflowError
 from service.office import Why
 from service.periods import get_period
-from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page, refusal
-from service.web.routes.pages import form_values
+from service.web.routes.office_home import OfficeAdmin, OfficeForm, OfficeUser, office_page
+from service.web.routes.pages import form_values, reasons_of
 from service.web.session import PageRoute
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
@@ -33,7 +33,7 @@ router = APIRouter(include_in_schema=False, route_class=PageRoute)
 def _view(uow: UoW, code: str) -> dict[str, Any]:
     with uow() as session:
         period = get_period(session, code)
-        population = office_service.spot_check_population(session, period)
+        population = spot_checks.population(session, period)
         checks = list(session.scalars(sa.select(SpotCheck).where(
             SpotCheck.period_id == period.id).order_by(SpotCheck.id.desc())))
         drawn = {e.payload.get("spot_check"): e.payload for e in session.scalars(
@@ -50,11 +50,11 @@ def _view(uow: UoW, code: str) -> dict[str, Any]:
     rechecked = {}
     for c in checks:
         payload = drawn.get(c.id)
-        rechecked[c.id] = payload is not None and office_service.redraw(
+        rechecked[c.id] = payload is not None and spot_checks.redraw(
             payload["population"], c.seed, len(c.organization_ids)) == c.organization_ids
     return {"period": period, "population": population, "checks": checks, "orgs": orgs,
             "names": names, "rechecked": rechecked, "drawn": drawn,
-            "results": office_service.FINDING_RESULTS}
+            "results": spot_checks.FINDING_RESULTS}
 
 
 def _render(request: Request, uow: UoW, office: OfficeUser, code: str, *, status: int = 200,
@@ -80,13 +80,13 @@ def _draw(request: Request, uow: UoW, clock: Clock, office: OfficeUser, code: st
             raise InvalidInput("bad sample size", [Why(
                 "bad_sample_size", "say how many units to draw", "请填写抽查单位的数量")])
         with uow() as session:
-            check = office_service.draw_spot_check(
+            check = spot_checks.draw(
                 session, get_period(session, code), int(n),
                 actor=actor_of(office.user.principal), now=clock.now())
             check_id = check.id
     except PledgeflowError as exc:
         return _render(request, uow, office, code, status=422,
-                       forms={"draw": {"values": values, "reasons": refusal(exc)}})
+                       forms={"draw": {"values": values, "reasons": reasons_of(exc)}})
     return RedirectResponse(f"/office/spot-checks/{code}?done=drawn#check-{check_id}",
                             status_code=303)
 
@@ -108,13 +108,13 @@ def _finding(request: Request, uow: UoW, clock: Clock, office: OfficeUser, code:
             if check is None or check.period_id != period.id:
                 raise InvalidInput("no such spot check", [Why(
                     "no_such_check", "no such spot check in this period", "本时段没有这次抽查")])
-            office_service.record_finding(
+            spot_checks.record_finding(
                 session, check_id, org_id, result=values.get("result", ""),
                 note=values.get("note", ""), actor=actor_of(office.user.principal),
                 now=clock.now())
     except PledgeflowError as exc:
         return _render(request, uow, office, code, status=422, forms={
-            f"finding-{check_id}-{org_id}": {"values": values, "reasons": refusal(exc)}})
+            f"finding-{check_id}-{org_id}": {"values": values, "reasons": reasons_of(exc)}})
     return RedirectResponse(f"/office/spot-checks/{code}?done=finding#unit-{check_id}-{org_id}",
                             status_code=303)
 
