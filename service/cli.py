@@ -199,6 +199,18 @@ def simulate(period: str = typer.Option("2010", help="Period to run."),
     typer.echo(summary.render())
 
 
+@app.command()
+def demo(periods: int = typer.Option(3, min=1, max=3, help="How many of the seed's periods."),
+         var: Path = typer.Option(Path("var/demo"), help="Wiped and rebuilt for the demo."),
+         prefect: bool = typer.Option(False, help="Run the flows as Prefect flow runs on an "
+                                      "ephemeral server (slower) instead of as plain functions.")
+         ) -> None:
+    """Replay the seed's whole campaign on the embedded defaults with a simulated clock."""
+    from service.demo import run_demo
+
+    run_demo(var, periods=periods, prefect=prefect, echo=typer.echo)
+
+
 @app.command("up")
 def up_command(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
                smtp_port: int = typer.Option(8025, help="Port of the local mail catcher."),
