@@ -7,11 +7,10 @@ afterwards nothing it started is still running.
 
 from __future__ import annotations
 
-import pytest
-
 import threading
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from models import Event
