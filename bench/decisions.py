@@ -174,8 +174,12 @@ def serve(url: str, workers: int) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    """wrk's latency text (``850.00us``, ``3.21ms``, ``1.02s``, ``1.50m``) in milliseconds."""
+    match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if match is None:
+        raise ValueError(f"cannot read wrk latency {text!r}")
+    value, unit = match.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def run_wrk(port: int, script: Path, clients: int, duration: int, offset: int) -> Result:
@@ -183,6 +187,8 @@ def run_wrk(port: int, script: Path, clients: int, duration: int, offset: int) -
         ["wrk", "-t1", f"-c{clients}", f"-d{duration}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}", "--", str(offset), "1"],
         capture_output=True, text=True, check=True).stdout
+    if "Latency Distribution" not in out:
+        raise RuntimeError(f"wrk gave no latency distribution:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
