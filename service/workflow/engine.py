@@ -182,14 +182,15 @@ def _commit_transition(ctx: Context, transition: table.Transition) -> Outcome:
         case.updated_at = ctx.now
     case.due_at = due_at_for(ctx, after)
     session.flush()
+    for notify in transition.notify:
+        if notify.when is None or notify.when(ctx):
+            outbox.enqueue_for_case(ctx, template=notify.template, audience=notify.audience)
+    # Last: the append locks the chain's head row until commit, serialising every writer.
     event = history.append(session, history.EventDraft(
         action=ctx.action, actor=ctx.actor, occurred_at=ctx.now, case_id=case.id,
         period_id=case.period_id, stage=before[0], from_status=before[1], to_status=after[1]
         if after[0] == before[0] else f"{after[0]}.{after[1]}", comment=ctx.comment,
         payload=ctx.payload))
-    for notify in transition.notify:
-        if notify.when is None or notify.when(ctx):
-            outbox.enqueue_for_case(ctx, template=notify.template, audience=notify.audience)
     return Outcome(case.id, ctx.action, before, after, case.version, event.seq, dict(ctx.payload))
 
 
