@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.workflow.inputs import MAX_ID
+
 T = TypeVar("T")
+
+#: An id in a path: 1..MAX_ID (beyond that nothing exists, and drivers overflow).
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+#: An optional id filter in a query string.
+QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+#: A period's code in a path, e.g. ``2010`` (codes are at most 32 characters).
+PeriodCode = Annotated[str, Path(min_length=1, max_length=32, description="e.g. 2010")]
+#: Event sequence numbers are 64-bit.
+MAX_SEQ = 2**63 - 1
 
 
 class Out(BaseModel):
