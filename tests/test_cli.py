@@ -18,6 +18,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
@@ -118,8 +119,16 @@ class Background:
         self.futures[name] = self.pool.submit(fn, self, *args)
 
     def result(self, name: str) -> Any:
-        if name not in self.futures:
-            pytest.fail(f"{name!r} never started (an earlier step failed: see its test)")
+        """The step's result; a step started by another step's thread is waited for until
+        that thread has started it, or has ended without doing so."""
+        deadline = time.monotonic() + 600
+        while name not in self.futures:
+            starters = [f for n, f in list(self.futures.items()) if n != name]
+            if all(f.done() for f in starters) and name not in self.futures:
+                pytest.fail(f"{name!r} never started (an earlier step failed: see its test)")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name!r} did not start within 600 s")
+            time.sleep(0.1)
         return self.futures[name].result(timeout=600)
 
 
