@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 __all__ = [
     "ItemInput", "EditPledge", "FulfilmentIn", "RecordFulfilment", "RecordReview",
     "AcknowledgeReview", "CastBallot", "FileObjection", "ResolveObjection", "AdjustNomination",
-    "Decide", "AssignEvaluators", "MAX_ID", "DbId",
+    "Decide", "AssignEvaluators", "MAX_ID", "DbId", "Day",
 ]
 
 Text = Field(min_length=1, max_length=4000)
@@ -18,6 +19,21 @@ Text = Field(min_length=1, max_length=4000)
 #: number must be refused at the edge, not by the database driver.
 MAX_ID = 2**31 - 1
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _calendar_day(value: Any) -> Any:
+    """Let through a date or ``YYYY-MM-DD``; refuse what lax parsing would read as a Unix
+    timestamp (``0`` or ``"0.0"`` would silently become 1970-01-01)."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _ISO_DAY.fullmatch(value.strip()):
+        return value.strip()
+    raise ValueError("a calendar day is written YYYY-MM-DD")
+
+
+#: A calendar day (JSON and query strings: ``YYYY-MM-DD`` only).
+Day = Annotated[date, BeforeValidator(_calendar_day)]
 
 
 class _Input(BaseModel):
@@ -30,7 +46,7 @@ class ItemInput(_Input):
     criterion: str | None = Field(default=None, max_length=64, description="Criterion code.")
     target: str = Field(min_length=1, max_length=2000)
     measures: str = Field(default="", max_length=4000)
-    deadline_on: date | None = None
+    deadline_on: Day | None = None
     owner_id: DbId | None = None
     assessment_standard: str = Field(default="", max_length=2000)
 

@@ -35,7 +35,7 @@ from service.api.schemas import PathId, PeriodCode
 from service.clock import local_date
 from service.errors import NotFound
 from service.periods import get_period
-from service.workflow.inputs import MAX_ID
+from service.workflow.inputs import MAX_ID, Day
 
 router = APIRouter(prefix="/api/v1", tags=["flows"])
 
@@ -197,7 +197,7 @@ def hand_off(code: PeriodCode, uow: UoW, clock: AppClock,
             session, period, actor=actor_of(principal), clock=clock)]
 
 
-AsOf = Annotated[date | None, Query(description="The day (campaign time zone); default today.")]
+AsOf = Annotated[Day | None, Query(description="The day (campaign time zone); default today.")]
 
 
 class ReminderRun(BaseModel):
