@@ -13,9 +13,12 @@ run *fails* when ``CI=true``.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -138,29 +141,34 @@ def session(db: Database) -> Iterator[Session]:
             outer.rollback()
 
 
-@pytest.fixture
-def fresh_db(db: Database, tmp_path) -> Iterator[Database]:  # type: ignore[no-untyped-def]
-    """A private, committed copy of the seeded database (for multi-connection tests)."""
+@contextmanager
+def private_database(db: Database, directory: Path, *, pool_size: int = 20
+                     ) -> Iterator[Database]:
+    """A private, committed copy of the seeded database: SQLite by the backup API (a
+    consistent copy, WAL included), PostgreSQL from the seeded database as a template."""
+    name = f"pledgeflow_copy_{uuid.uuid4().hex[:10]}"
     if db.backend == "sqlite":
-        path = tmp_path / "fresh.db"
-        source = sa.engine.make_url(db.url).database
-        # On the DBAPI connection: through SQLAlchemy the engine's "begin" hook would open
-        # BEGIN IMMEDIATE first, and a checkpoint inside a transaction fails ("table is locked").
-        raw = db.engine.raw_connection()
-        try:
-            raw.driver_connection.execute("PRAGMA wal_checkpoint(FULL)")
-        finally:
-            raw.close()
-        path.write_bytes(open(source, "rb").read())  # noqa: SIM115
+        path = directory / f"{name}.db"
+        source = sqlite3.connect(sa.engine.make_url(db.url).database)
+        target = sqlite3.connect(path)
+        source.backup(target)
+        source.close()
+        target.close()
         url = f"sqlite:///{path}"
-        engine = make_engine(url)
-        yield Database("sqlite", url, engine, make_session_factory(engine))
+    else:
+        db.engine.dispose()  # a template database must have no other connections
+        url = create_pg_database(name, template=f"pledgeflow_test_{_worker()}")
+    engine = make_engine(url, pool_size=pool_size)
+    try:
+        yield Database(db.backend, url, engine, make_session_factory(engine))
+    finally:
         engine.dispose()
-        return
-    name = f"pledgeflow_fresh_{uuid.uuid4().hex[:10]}"
-    db.engine.dispose()  # a template database must have no other connections
-    url = create_pg_database(name, template=f"pledgeflow_test_{_worker()}")
-    engine = make_engine(url, pool_size=20)
-    yield Database("postgresql", url, engine, make_session_factory(engine))
-    engine.dispose()
-    drop_pg_database(name)
+        if db.backend == "postgresql":
+            drop_pg_database(name)
+
+
+@pytest.fixture
+def fresh_db(db: Database, tmp_path: Path) -> Iterator[Database]:
+    """A private, committed copy of the seeded database (for multi-connection tests)."""
+    with private_database(db, tmp_path) as copy:
+        yield copy

@@ -8,12 +8,8 @@ The real app (``create_app``) runs on a private, committed copy of the seeded da
 
 from __future__ import annotations
 
-import sqlite3
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -24,11 +20,10 @@ from models import Account, Case, Event, IdempotencyRecord, Notification
 from service.api import idempotency
 from service.api.app import create_app
 from service.clock import FixedClock
-from service.db import make_engine, make_session_factory
 from service.settings import Settings
 from tests import apiclient as ac
 from tests import builders as b
-from tests.conftest import Database, _worker, create_pg_database, drop_pg_database
+from tests.conftest import Database, private_database
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM = "urn:pledgeflow:problem:"
@@ -39,29 +34,6 @@ class Api:
     db: Database
     clock: FixedClock
     client: TestClient
-
-
-@contextmanager
-def private_database(db: Database, directory: Path) -> Iterator[Database]:
-    """A private, committed copy of the seeded database (``fresh_db``, once per module)."""
-    name = f"pledgeflow_api_{uuid.uuid4().hex[:10]}"
-    if db.backend == "sqlite":
-        path = directory / f"{name}.db"
-        source, target = sqlite3.connect(sa.engine.make_url(db.url).database), sqlite3.connect(path)
-        source.backup(target)  # a consistent copy, WAL included
-        source.close()
-        target.close()
-        url = f"sqlite:///{path}"
-    else:
-        db.engine.dispose()  # a template database must have no other connections
-        url = create_pg_database(name, template=f"pledgeflow_test_{_worker()}")
-    engine = make_engine(url)
-    try:
-        yield Database(db.backend, url, engine, make_session_factory(engine))
-    finally:
-        engine.dispose()
-        if db.backend == "postgresql":
-            drop_pg_database(name)
 
 
 @pytest.fixture(scope="module")

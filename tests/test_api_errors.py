@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,12 +27,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from models import Case, Event, Notification
 from service.api.app import create_app
 from service.clock import FixedClock
-from service.db import make_engine, make_session_factory
 from service.settings import Settings
 from service.workflow.roles import Actor
 from tests import apiclient as ac
 from tests import builders as b
-from tests.conftest import Database, _admin, _worker, create_pg_database, drop_pg_database
+from tests.conftest import (
+    Database,
+    _admin,
+    private_database,
+)
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM = "urn:pledgeflow:problem:"
@@ -54,29 +56,6 @@ class Api:
         app = create_app(Settings(**{"database_url": self.db.url, "dispatcher": False,
                                      **settings}), clock=self.clock)
         return TestClient(app, raise_server_exceptions=False)
-
-
-@contextmanager
-def private_database(db: Database, directory: Path) -> Iterator[Database]:
-    """A private, committed copy of the seeded database (``fresh_db``, once per module)."""
-    name = f"pledgeflow_api_{uuid.uuid4().hex[:10]}"
-    if db.backend == "sqlite":
-        path = directory / f"{name}.db"
-        source, target = sqlite3.connect(sa.engine.make_url(db.url).database), sqlite3.connect(path)
-        source.backup(target)  # a consistent copy, WAL included
-        source.close()
-        target.close()
-        url = f"sqlite:///{path}"
-    else:
-        db.engine.dispose()  # a template database must have no other connections
-        url = create_pg_database(name, template=f"pledgeflow_test_{_worker()}")
-    engine = make_engine(url)
-    try:
-        yield Database(db.backend, url, engine, make_session_factory(engine))
-    finally:
-        engine.dispose()
-        if db.backend == "postgresql":
-            drop_pg_database(name)
 
 
 @pytest.fixture(scope="module")

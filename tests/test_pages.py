@@ -9,13 +9,9 @@ POST, and adding or removing pledge items is a submit button.
 from __future__ import annotations
 
 import re
-import sqlite3
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -36,11 +32,10 @@ from models import (
 )
 from service import passwords
 from service.clock import FixedClock, end_of_day
-from service.db import make_engine, make_session_factory
 from service.rules import DEFAULT_RULES
 from tests import apiclient as ac
 from tests import builders as b
-from tests.conftest import Database, _worker, create_pg_database, drop_pg_database
+from tests.conftest import Database, private_database
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PRIVATE_MARK = "PRIVATE-EVIDENCE-42"
@@ -74,29 +69,6 @@ class Site:
 #: signs in against the real parameters): with the real ones (64 MiB, 3 passes) each sign-in
 #: costs a second, and these tests sign in some twenty times per backend.
 CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-
-
-@contextmanager
-def private_database(db: Database, directory: Path) -> Iterator[Database]:
-    """A private, committed copy of the seeded database (as ``fresh_db``, once per module)."""
-    name = f"pledgeflow_pages_{uuid.uuid4().hex[:10]}"
-    if db.backend == "sqlite":
-        path = directory / f"{name}.db"
-        source, target = sqlite3.connect(sa.engine.make_url(db.url).database), sqlite3.connect(path)
-        source.backup(target)  # a consistent copy, WAL included
-        source.close()
-        target.close()
-        url = f"sqlite:///{path}"
-    else:
-        db.engine.dispose()  # a template database must have no other connections
-        url = create_pg_database(name, template=f"pledgeflow_test_{_worker()}")
-    engine = make_engine(url)
-    try:
-        yield Database(db.backend, url, engine, make_session_factory(engine))
-    finally:
-        engine.dispose()
-        if db.backend == "postgresql":
-            drop_pg_database(name)
 
 
 @pytest.fixture(scope="module")
