@@ -8,7 +8,7 @@ export PLEDGEFLOW_DATABASE_URL ?= sqlite:///var/pledgeflow.db
 # every process would compile FastAPI, pydantic and SQLAlchemy from source at start-up.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: run test lint sync clean browser
+.PHONY: run test test-fault lint sync clean browser
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -36,6 +36,11 @@ browser:
 ## The whole test suite (SQLite and PostgreSQL at 127.0.0.1:5432, database "test").
 test: sync browser
 	$(UV) run --no-sync pytest -n 2
+
+## Fault tests: kill -9, PostgreSQL restarted (a private cluster), SMTP down for 60 s,
+## tampering, 10,000 malformed requests (about 7 minutes; CI runs them after the suite).
+test-fault: sync
+	$(UV) run --no-sync pytest -m fault -p no:xdist
 
 lint: sync
 	$(UV) run --no-sync ruff check .

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     smtp_connections: int = Field(default=4, ge=1, le=32)
     smtp_verify_tls: bool = True
     outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_backoff_base: float = Field(
+        default=30.0, gt=0, description="Seconds before the first retry of a failed send; "
+        "doubled on each further attempt (with jitter).")
+    outbox_backoff_cap: float = Field(default=7200.0, gt=0, description="Longest wait, in "
+                                      "seconds, between two attempts of one notification.")
     service_token: str | None = Field(
         default=None, description="Bearer token the flows use to act (pledgeflow tokens "
         "create --flow NAME).")

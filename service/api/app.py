@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -100,7 +101,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             smtp=SmtpTarget.from_url(settings.smtp_url, timeout=settings.smtp_timeout,
                                      verify_tls=settings.smtp_verify_tls),
             policy=DispatchPolicy(connections=settings.smtp_connections,
-                                  max_attempts=settings.outbox_max_attempts))
+                                  max_attempts=settings.outbox_max_attempts,
+                                  backoff_base=timedelta(seconds=settings.outbox_backoff_base),
+                                  backoff_cap=timedelta(seconds=settings.outbox_backoff_cap)))
         task = asyncio.create_task(dispatcher.run_forever(stop), name="outbox-dispatcher")
     try:
         yield
