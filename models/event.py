@@ -30,11 +30,13 @@ class Event(Base):
             "(actor_person_id IS NULL) OR (actor_flow IS NULL)", name="one_actor"
         ),
         sa.Index("ix_event_period_seq", "period_id", "seq"),
+        # A case's timeline in order (also every case_id lookup): migration 0006.
+        sa.Index("ix_event_case_seq", "case_id", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"),
                                      primary_key=True, autoincrement=False)
-    case_id: Mapped[int | None] = mapped_column(sa.ForeignKey("case.id"), index=True)
+    case_id: Mapped[int | None] = mapped_column(sa.ForeignKey("case.id"))
     period_id: Mapped[int | None] = mapped_column(sa.ForeignKey("period.id"))
     stage: Mapped[str | None] = mapped_column(sa.String(16))
     from_status: Mapped[str | None] = mapped_column(sa.String(32))

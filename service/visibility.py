@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models import Case, EvaluationRound, EvaluatorAssignment, Organization, Position
+from models import Case, EvaluationRound, EvaluatorAssignment, Organization
 from service.accounts import Principal
 from service.errors import NotFound
-from service.workflow.roles import LEADERS, UNIT_STAFF
+from service.workflow.roles import LEADERS, UNIT_STAFF, positions_of
 
 __all__ = ["case_filter", "ensure_case_visible", "sees_everything"]
 
@@ -25,13 +25,8 @@ def sees_everything(session: Session, principal: Principal) -> bool:
         return True
     if principal.person_id is None:
         return False
-    return session.scalar(
-        sa.select(sa.func.count()).select_from(Position)
-        .join(Organization, Organization.id == Position.organization_id)
-        .where(Position.person_id == principal.person_id,
-               sa.or_(Position.role == "auditor",
-                      sa.and_(Position.role == "admin",
-                              Organization.kind == "campaign_office")))) > 0
+    return any(p.role == "auditor" or (p.role == "admin" and p.kind == "campaign_office")
+               for p in positions_of(session, principal.person_id))
 
 
 def case_filter(session: Session, principal: Principal) -> sa.ColumnElement[bool]:
@@ -41,12 +36,9 @@ def case_filter(session: Session, principal: Principal) -> sa.ColumnElement[bool
     if principal.person_id is None:
         return sa.false()
     me = principal.person_id
-    positions = session.execute(
-        sa.select(Position.role, Organization.id, Organization.path)
-        .join(Organization, Organization.id == Position.organization_id)
-        .where(Position.person_id == me)).all()
-    staff_orgs = [oid for role, oid, _ in positions if role in UNIT_STAFF]
-    led_paths = [path for role, _, path in positions if role in LEADERS]
+    positions = positions_of(session, me)
+    staff_orgs = [p.organization_id for p in positions if p.role in UNIT_STAFF]
+    led_paths = [p.path for p in positions if p.role in LEADERS]
     evaluated = (sa.select(EvaluationRound.case_id)
                  .join(EvaluatorAssignment, EvaluatorAssignment.round_id == EvaluationRound.id)
                  .where(EvaluatorAssignment.person_id == me))

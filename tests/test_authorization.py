@@ -368,3 +368,17 @@ def test_holding_two_positions_gives_both_roles(session):
                          organization_id=b.org(session, ENTERPRISE).id, role="deputy"))
     session.flush()
     assert _roles(session, case, f"{BRANCH}.secretary") == {"public", "subject", "superior"}
+
+
+def test_positions_read_once_per_session_are_read_again_after_a_write(session):
+    """``positions_of`` serves one request's checks from one query, but a position added in
+    the same session (an import, then a check) counts at once: every flush forgets the memo."""
+    case = _opened(session, "organization", BRANCH)
+    who = f"{BRANCH}.m2"
+    assert _roles(session, case, who) == {"public"}
+    session.add(Position(person_id=b.person(session, who).id,
+                         organization_id=b.org(session, BRANCH).id, role="clerk"))
+    assert _roles(session, case, who) == {"public", "subject"}  # the autoflush forgot
+    session.execute(sa.delete(Position).where(Position.person_id == b.person(session, who).id,
+                                              Position.role == "clerk"))
+    assert _roles(session, case, who) == {"public"}  # so does a bulk DELETE

@@ -20,14 +20,16 @@ Roles are never stored per case; they follow from the reporting line:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from models import Case, EvaluationRound, EvaluatorAssignment, Organization, Position
 
 __all__ = ["Actor", "ROLES", "READERS", "relative_roles", "is_assigned_evaluator", "UNIT_STAFF",
-           "LEADERS"]
+           "LEADERS", "Standing", "positions_of"]
 
 ROLES = ("subject", "superior", "overseer", "office", "auditor", "evaluator", "flow", "public")
 # Who may read a case at all; anyone else is told it does not exist (no probing by id).
@@ -58,6 +60,45 @@ class Actor:
         return f"person:{self.person_id}" if self.person_id else "public"
 
 
+class Standing(NamedTuple):
+    """One position a person holds: the role and the organization it is held in."""
+
+    role: str
+    organization_id: int
+    path: str
+    kind: str
+
+
+_MEMO = "pledgeflow.positions"
+
+
+def positions_of(session: Session, person_id: int) -> list[Standing]:
+    """Every position the person holds, read once per session between writes: one request
+    asks for them from authorization, visibility and the roles check alike. Any write (a
+    flush, or an INSERT, UPDATE or DELETE run through the session) and the end of the
+    transaction forget what was read."""
+    memo: dict[int, list[Standing]] = session.info.setdefault(_MEMO, {})
+    if person_id not in memo:
+        memo[person_id] = [Standing(*row) for row in session.execute(
+            sa.select(Position.role, Organization.id, Organization.path, Organization.kind)
+            .join(Organization, Organization.id == Position.organization_id)
+            .where(Position.person_id == person_id).order_by(Position.id))]
+    return memo[person_id]
+
+
+@event.listens_for(Session, "after_flush")
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_positions(session: Session, *_: object) -> None:
+    session.info.pop(_MEMO, None)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _forget_positions_on_dml(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info.pop(_MEMO, None)
+
+
 def relative_roles(session: Session, case: Case, case_org: Organization, actor: Actor, *,
                    check_evaluator: bool = True) -> set[str]:
     """Every role the actor holds relative to this case (always includes ``public``).
@@ -69,11 +110,7 @@ def relative_roles(session: Session, case: Case, case_org: Organization, actor: 
         return roles | {"flow"}
     if actor.person_id is None:
         return roles
-    rows = session.execute(
-        sa.select(Position.role, Organization.id, Organization.path, Organization.kind)
-        .join(Organization, Organization.id == Position.organization_id)
-        .where(Position.person_id == actor.person_id)
-    ).all()
+    rows = positions_of(session, actor.person_id)
     is_member_case = case.subject_kind == "member"
     for role, org_id, path, kind in rows:
         if kind == "campaign_office" and role == "admin":

@@ -42,7 +42,7 @@ from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.schemas import CaseOut
 from service.visibility import case_filter
 from service.workflow import engine, table
-from service.workflow.roles import LEADERS, UNIT_STAFF, Actor
+from service.workflow.roles import LEADERS, UNIT_STAFF, Actor, Standing, positions_of
 
 router = APIRouter(prefix="/api/v1", tags=["inbox"])
 
@@ -115,10 +115,12 @@ def _with_tasks(session: Session, candidates: list[Case], me: int
 
     ``actions_for`` depends on the case only through its state, subject kind, organization,
     whether it is the caller's own member case and whether the caller is assigned to its
-    round; cases alike in all of these share one call, so a large inbox costs a few queries
-    per organization and state rather than per case."""
+    round; cases alike in all of these share one call. The organization enters only through
+    how it stands to the caller's own organizations (``_relation``), so the hundreds of units
+    below one secretary share a handful of calls rather than one each."""
     actor = Actor(person_id=me)
-    orgs = _preload_orgs(session, candidates)  # noqa: F841 — keeps them in the session
+    orgs = {o.id: o for o in _preload_orgs(session, candidates)}
+    mine = positions_of(session, me)
     open_objections = set(session.scalars(
         sa.select(Objection.case_id).where(Objection.status == "open").distinct()))
     assigned = set(session.scalars(
@@ -128,7 +130,8 @@ def _with_tasks(session: Session, candidates: list[Case], me: int
     memo: dict[tuple, list[str]] = {}
     items: list[tuple[Case, list[str]]] = []
     for case in candidates:
-        key = (case.stage, case.status, case.subject_kind, case.organization_id,
+        key = (case.stage, case.status, case.subject_kind,
+               _relation(orgs[case.organization_id], mine),
                case.person_id == me, case.id in assigned)
         if key not in memo:
             memo[key] = engine.actions_for(session, case, actor)
@@ -137,6 +140,16 @@ def _with_tasks(session: Session, candidates: list[Case], me: int
         if any(a not in OPTIONAL for a in actions):
             items.append((case, actions))
     return items
+
+
+def _relation(org: Organization, mine: list[Standing]) -> tuple:
+    """How ``org`` stands to the caller's organizations: all that ``relative_roles`` reads of
+    a case's organization (is it one of theirs, is its parent, does one of theirs contain it).
+    Organizations with the same relation give the caller the same roles."""
+    ids = {p.organization_id for p in mine}
+    return (org.id if org.id in ids else None,
+            org.parent_id if org.parent_id in ids else None,
+            tuple(sorted(p.organization_id for p in mine if org.path.startswith(p.path))))
 
 
 def _overdue(case: Case, now: datetime) -> bool:
@@ -170,14 +183,11 @@ def _role_clause(role: str, who: sa.ColumnElement[bool]) -> sa.ColumnElement[boo
 
 def _candidates(session: Session, me: int, visible: sa.ColumnElement[bool]) -> list[Case]:
     """Non-closed, visible cases where the caller plausibly has a task (step 1)."""
-    positions = session.execute(
-        sa.select(Position.role, Organization.id, Organization.kind)
-        .join(Organization, Organization.id == Position.organization_id)
-        .where(Position.person_id == me)).all()
-    staff = sorted({oid for role, oid, _ in positions if role in UNIT_STAFF})
-    is_office = any(role == "admin" and kind == "campaign_office" for role, _, kind in positions)
-    led = sorted({oid for role, oid, kind in positions
-                  if role in LEADERS or (role == "admin" and kind == "campaign_office")})
+    positions = positions_of(session, me)
+    staff = sorted({p.organization_id for p in positions if p.role in UNIT_STAFF})
+    is_office = any(p.role == "admin" and p.kind == "campaign_office" for p in positions)
+    led = sorted({p.organization_id for p in positions
+                  if p.role in LEADERS or (p.role == "admin" and p.kind == "campaign_office")})
 
     clauses = [_role_clause("subject", sa.or_(
         Case.person_id == me,
