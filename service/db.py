@@ -29,9 +29,18 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> sa.Engi
         )
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
     )
+
+    @event.listens_for(engine, "connect")
+    def _in_utc(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # Instants then come back as datetime.UTC, which needs no conversion (models.base).
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+        dbapi_connection.commit()
+
+    return engine
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

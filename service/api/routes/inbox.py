@@ -101,16 +101,16 @@ def inbox(uow: UoW, clock: AppClock, principal: CurrentPrincipal,
     with uow() as session:
         candidates = _candidates(session, me, case_filter(session, principal))
         items = _with_tasks(session, candidates, me)
-        items.sort(key=lambda it: (not _overdue(it[0], now), it[0].due_at is None,
-                                   it[0].due_at or now, it[0].id))
+        items.sort(key=lambda it: (not _overdue(it[0].Case, now), it[0].Case.due_at is None,
+                                   it[0].Case.due_at or now, it[0].Case.id))
         page = items[offset:offset + limit]
-        names = _names(session, [case for case, _ in page])
+        members = _member_names(session, [row.Case for row, _ in page])
         return InboxPage(total=len(items), offset=offset, limit=limit, items=[
-            _item(case, actions, now, names) for case, actions in page])
+            _item(row, actions, now, members) for row, actions in page])
 
 
-def _with_tasks(session: Session, candidates: list[Case], me: int
-                ) -> list[tuple[Case, list[str]]]:
+def _with_tasks(session: Session, candidates: list[sa.Row], me: int
+                ) -> list[tuple[sa.Row, list[str]]]:
     """The candidates on which the caller has a task, with what they may do (step 2).
 
     ``actions_for`` depends on the case only through its state, subject kind, organization,
@@ -119,7 +119,6 @@ def _with_tasks(session: Session, candidates: list[Case], me: int
     how it stands to the caller's own organizations (``_relation``), so the hundreds of units
     below one secretary share a handful of calls rather than one each."""
     actor = Actor(person_id=me)
-    orgs = {o.id: o for o in _preload_orgs(session, candidates)}
     mine = positions_of(session, me)
     open_objections = set(session.scalars(
         sa.select(Objection.case_id).where(Objection.status == "open").distinct()))
@@ -128,42 +127,43 @@ def _with_tasks(session: Session, candidates: list[Case], me: int
         .join(EvaluatorAssignment, EvaluatorAssignment.round_id == EvaluationRound.id)
         .where(EvaluatorAssignment.person_id == me)))
     memo: dict[tuple, list[str]] = {}
-    items: list[tuple[Case, list[str]]] = []
-    for case in candidates:
+    items: list[tuple[sa.Row, list[str]]] = []
+    for row in candidates:
+        case = row.Case
         key = (case.stage, case.status, case.subject_kind,
-               _relation(orgs[case.organization_id], mine),
+               _relation(case.organization_id, row.parent_id, row.path, mine),
                case.person_id == me, case.id in assigned)
         if key not in memo:
             memo[key] = engine.actions_for(session, case, actor)
         actions = [a for a in memo[key] if a not in SCHEDULED and
                    (a not in RESOLVE or case.id in open_objections)]
         if any(a not in OPTIONAL for a in actions):
-            items.append((case, actions))
+            items.append((row, actions))
     return items
 
 
-def _relation(org: Organization, mine: list[Standing]) -> tuple:
-    """How ``org`` stands to the caller's organizations: all that ``relative_roles`` reads of
-    a case's organization (is it one of theirs, is its parent, does one of theirs contain it).
+def _relation(org_id: int, parent_id: int | None, path: str, mine: list[Standing]) -> tuple:
+    """How an organization stands to the caller's: all that ``relative_roles`` reads of a
+    case's organization (is it one of theirs, is its parent, does one of theirs contain it).
     Organizations with the same relation give the caller the same roles."""
     ids = {p.organization_id for p in mine}
-    return (org.id if org.id in ids else None,
-            org.parent_id if org.parent_id in ids else None,
-            tuple(sorted(p.organization_id for p in mine if org.path.startswith(p.path))))
+    return (org_id if org_id in ids else None,
+            parent_id if parent_id in ids else None,
+            tuple(sorted(p.organization_id for p in mine if path.startswith(p.path))))
 
 
 def _overdue(case: Case, now: datetime) -> bool:
     return case.due_at is not None and case.due_at < now
 
 
-def _item(case: Case, actions: list[str], now: datetime,
-          names: dict[int, tuple[str, str, str | None]]) -> InboxItem:
+def _item(row: sa.Row, actions: list[str], now: datetime, members: dict[int, str]
+          ) -> InboxItem:
+    case = row.Case
     out = CaseOut.model_validate(case)
     out.actions = actions
-    zh, en, member = names[case.id]
-    return InboxItem(case=out, organization_name_zh=zh, organization_name_en=en,
-                     member_name=member, actions=actions, due_at=case.due_at,
-                     overdue=_overdue(case, now))
+    return InboxItem(case=out, organization_name_zh=row.name_zh, organization_name_en=row.name_en,
+                     member_name=members.get(case.person_id) if case.person_id else None,
+                     actions=actions, due_at=case.due_at, overdue=_overdue(case, now))
 
 
 def _in_states(states: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
@@ -181,8 +181,9 @@ def _role_clause(role: str, who: sa.ColumnElement[bool]) -> sa.ColumnElement[boo
                                sa.and_(_in_states(if_objection), has_objection)))
 
 
-def _candidates(session: Session, me: int, visible: sa.ColumnElement[bool]) -> list[Case]:
-    """Non-closed, visible cases where the caller plausibly has a task (step 1)."""
+def _candidates(session: Session, me: int, visible: sa.ColumnElement[bool]) -> list[sa.Row]:
+    """Non-closed, visible cases where the caller plausibly has a task (step 1), each with
+    where its organization sits (``parent_id``, ``path``) and its names."""
     positions = positions_of(session, me)
     staff = sorted({p.organization_id for p in positions if p.role in UNIT_STAFF})
     is_office = any(p.role == "admin" and p.kind == "campaign_office" for p in positions)
@@ -201,9 +202,14 @@ def _candidates(session: Session, me: int, visible: sa.ColumnElement[bool]) -> l
     clauses.append(_role_clause("evaluator", Case.id.in_(unvoted)))
     if is_office:
         clauses.append(_role_clause("office", sa.true()))
-    return list(session.scalars(
-        sa.select(Case).where(Case.stage != "closed", visible, sa.or_(*clauses))
-        .order_by(Case.id)))
+    return list(session.execute(
+        sa.select(Case, Organization.parent_id, Organization.path, Organization.name_zh,
+                  Organization.name_en)
+        .join(Organization, Organization.id == Case.organization_id)
+        .where(Case.stage != "closed", visible, sa.or_(*clauses)).order_by(Case.id)))
+
+
+_OWN, _OTHER = aliased(Position), aliased(Position)  # built once: aliasing is not cheap
 
 
 def _superior_of(me: int, led: list[int]) -> sa.ColumnElement[bool]:
@@ -211,8 +217,7 @@ def _superior_of(me: int, led: list[int]) -> sa.ColumnElement[bool]:
     directly below an organization they lead; members of an organization they lead; members
     who lead their own organization alone, one level up."""
     below_led = sa.select(Organization.id).where(Organization.parent_id.in_(led))
-    own = aliased(Position)
-    other = aliased(Position)
+    own, other = _OWN, _OTHER
     member_leads = sa.exists().where(own.person_id == Case.person_id,
                                      own.organization_id == Case.organization_id,
                                      own.role.in_(LEADERS))
@@ -228,25 +233,10 @@ def _superior_of(me: int, led: list[int]) -> sa.ColumnElement[bool]:
     )
 
 
-def _preload_orgs(session: Session, cases: list[Case]) -> list[Organization]:
-    """Load the cases' organizations in one query, so ``actions_for`` finds them in the
-    session's identity map (which holds them only while someone references them)."""
-    ids = sorted({c.organization_id for c in cases})
-    if not ids:
-        return []
-    return list(session.scalars(sa.select(Organization).where(Organization.id.in_(ids))))
-
-
-def _names(session: Session, cases: list[Case]) -> dict[int, tuple[str, str, str | None]]:
-    """(unit name zh, unit name en, member name) per case."""
-    if not cases:
-        return {}
-    orgs = {oid: (zh, en) for oid, zh, en in session.execute(
-        sa.select(Organization.id, Organization.name_zh, Organization.name_en).where(
-            Organization.id.in_(sorted({c.organization_id for c in cases})))).all()}
+def _member_names(session: Session, cases: list[Case]) -> dict[int, str]:
+    """The names of the members whose cases these are."""
     person_ids = sorted({c.person_id for c in cases if c.person_id is not None})
-    people = {pid: name for pid, name in session.execute(
-        sa.select(Person.id, Person.name).where(Person.id.in_(person_ids))).all()} \
-        if person_ids else {}
-    return {c.id: (*orgs[c.organization_id], people.get(c.person_id) if c.person_id else None)
-            for c in cases}
+    if not person_ids:
+        return {}
+    return dict(session.execute(
+        sa.select(Person.id, Person.name).where(Person.id.in_(person_ids))).all())
