@@ -8,6 +8,9 @@
 - **CSRF, not signed in** (the sign-in form itself — against login CSRF — and the public
   objection form): a double-submit token, a random value in the ``FORM_CSRF_COOKIE`` cookie
   (HttpOnly, SameSite=Strict) that the form repeats in its hidden field.
+- **Not here: action-link pages** (``/a/{token}``, ``routes/links.py``). Their form carries no
+  CSRF token because the URL's 256-bit token is itself the capability: a forged cross-site POST
+  would need it, and it acts only as the link's recipient, on one case, once.
 - **Errors as pages.** Routers built with ``PageRoute`` turn these refusals, and the
   application's ``NotFound``/``Forbidden``, into HTML pages instead of problem+json.
 """

@@ -5,6 +5,7 @@ does, for whom, and the case's current state; the first opening is noted in the 
 acts through the choke point as the link's recipient, bound to the case version the email was
 about, and uses the link up. Used, expired, superseded or out-of-date links get a page saying
 what happened and when. Pages carry ``Referrer-Policy: no-referrer`` so the token never leaks.
+The POST form has no CSRF field: the token in its URL is the capability (see ``web.session``).
 """
 
 from __future__ import annotations
