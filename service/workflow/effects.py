@@ -60,6 +60,13 @@ def edit_pledge(ctx: Context) -> None:
     if unknown:
         raise InvalidInput("unknown criteria", [
             Reason("unknown_criterion", f"unknown criterion {c!r}") for c in unknown])
+    strangers = _not_of_the_unit(ctx, {i.owner_id for i in data.items if i.owner_id})
+    if strangers:
+        # One answer whether the person exists elsewhere or not at all: no probing by id.
+        raise InvalidInput("unknown item owners", [Reason(
+            "unknown_owner", f"owner {pid} is nobody of {ctx.case_org.name_zh} "
+                             f"({ctx.case_org.name_en}) or of an organization below it")
+            for pid in strangers])
     # An item carried over from the last period keeps that link while its target is kept.
     carried = {item.target: item.carried_over_from_id for item in ctx.pledge_items
                if item.carried_over_from_id is not None}
@@ -74,6 +81,18 @@ def edit_pledge(ctx: Context) -> None:
     ])
     ctx.payload["items"] = len(data.items)
     ctx.__dict__.pop("pledge_items", None)
+
+
+def _not_of_the_unit(ctx: Context, owner_ids: set[int]) -> list[int]:
+    """The owners who are not active people of the case's organization or of one below it
+    (an item's owner is someone the unit answers for)."""
+    if not owner_ids:
+        return []
+    theirs = set(ctx.session.scalars(
+        sa.select(Person.id).join(Organization, Organization.id == Person.organization_id)
+        .where(Person.id.in_(owner_ids), Person.active.is_(True),
+               Organization.path.startswith(ctx.case_org.path))))
+    return sorted(owner_ids - theirs)
 
 
 def _criterion_ids(ctx: Context, codes: set[str]) -> dict[str, int]:
