@@ -38,9 +38,10 @@ from service.workflow.roles import relative_roles
 router = APIRouter(prefix="/api/v1", tags=["cases"])
 IfMatch = Annotated[str | None, Header(alias="If-Match", description='ETag, e.g. "v3"')]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
-#: What an action through ``actions.perform`` may answer besides 200: a flow-only or office-only
-#: action for anyone else (403), not visible (404, anonymous callers included), refused by the
-#: workflow — the caller's role among the reasons (409), stale If-Match (412), bad input (422).
+#: What an action through ``actions.perform`` may answer besides 200: not visible (404,
+#: anonymous callers included), refused by the workflow — a role that may not act is one of the
+#: reasons (409), stale If-Match (412), bad input (422); 403 is kept for a caller of the wrong
+#: kind (a person-only route called with a flow's token).
 ACTION_PROBLEMS = problems.responses(403, 404, 409, 412, 422)
 #: How a route that takes a workflow action answers: the outcome, and the problems.
 ACTION = {"response_model": TransitionOut, "responses": ACTION_PROBLEMS}
