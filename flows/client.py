@@ -40,6 +40,10 @@ __all__ = ["FlowClient", "ServiceError", "ServiceUnavailable", "NotConfigured", 
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 USER_AGENT = "pledgeflow-flows/0.1"
+# A rollover is one transaction over every case of a period (210,000 in docs/benchmarks.md):
+# wait for its answer far longer than for other calls. A read timed out here would be retried,
+# and the retry would only find the work done (zeros) and misreport it.
+ROLLOVER_TIMEOUT = httpx.Timeout(60.0, read=900.0)
 
 
 class ServiceError(Exception):
@@ -173,13 +177,16 @@ class FlowClient:
     # --- the transport ------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                json: Any = None) -> Any:
-        """Send, retrying what may pass; the decoded JSON body, or ServiceError."""
+                json: Any = None, timeout: httpx.Timeout | None = None) -> Any:
+        """Send, retrying what may pass; the decoded JSON body, or ServiceError. ``timeout``
+        replaces the client's own for this call."""
         params = {k: v for k, v in (params or {}).items() if v is not None}
         for attempt in range(1, self.retry.attempts + 1):
             last = attempt == self.retry.attempts
             try:
-                response = self._http.request(method, path, params=params, json=json)
+                response = self._http.request(
+                    method, path, params=params, json=json,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
             except httpx.TransportError as exc:
                 if last:
                     raise ServiceUnavailable(method, path, None,
@@ -243,7 +250,9 @@ class FlowClient:
         return self.post(f"/api/v1/periods/{code}/commendations/hand-off")
 
     def roll_over(self, code: str) -> dict[str, Any]:
-        return self.post(f"/api/v1/periods/{code}/rollover")
+        """Roll one period over; waits up to ``ROLLOVER_TIMEOUT`` for the answer."""
+        return self.request("POST", f"/api/v1/periods/{code}/rollover",
+                            timeout=ROLLOVER_TIMEOUT)
 
     def run_reminders(self, *, as_of: date | None = None,
                       period: str | None = None) -> dict[str, Any]:

@@ -5,8 +5,10 @@ One pass (``run_once``):
 1. **claim** due rows in a short transaction — ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
    two dispatchers never take the same row; a claim is a lease (``next_attempt_at`` moves
    ahead), so a row whose dispatcher died is taken again later, with the same Message-ID;
-   rows whose case has moved past what they ask for are **dropped**; the rest get their
-   action links minted and are rendered;
+   rows whose case has moved past what they ask for are **dropped**; the rest are rendered
+   with fresh action-link tokens, and the links of those that rendered are written, with
+   their history events, in a few set-based statements at the end (so the chain head is
+   locked only for the last moments of the claim, not while 200 emails render);
 2. **send** over a few reused SMTP connections, outside any transaction;
 3. **record** each result: sent; transient failure → retry with exponential backoff and
    jitter, dead after ``max_attempts``; permanent (5xx) → dead.
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -29,8 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Case, Notification
 from notifications import links
-from notifications.render import render
-from notifications.smtp import Connection, Permanent, SmtpTarget, Transient
+from notifications.render import RenderedEmail, render
+from notifications.smtp import MESSAGE_POLICY, Connection, Permanent, SmtpTarget, Transient
 from service.clock import Clock
 
 __all__ = ["Dispatcher", "DispatchPolicy", "PassReport", "ACTIONABLE", "LINKS_FOR"]
@@ -59,6 +63,7 @@ class DispatchPolicy:
     backoff_base: timedelta = timedelta(seconds=30)
     backoff_cap: timedelta = timedelta(hours=2)
     lease: timedelta = timedelta(minutes=5)
+    link_expiry: Mapping[str, timedelta] = field(default_factory=lambda: dict(links.EXPIRY))
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential, capped, with ±50% jitter so retries do not arrive in lockstep."""
@@ -129,63 +134,89 @@ class Dispatcher:
                 query = query.with_for_update(skip_locked=True)
             rows = list(session.scalars(query))
             report.claimed = len(rows)
-            prepared = []
+            cases = self._cases(session, rows)
+            prepared, minted = [], []
+            rendered: dict[tuple, tuple[list[str], RenderedEmail]] = {}
             for row in rows:
-                if self._obsolete(session, row):
+                if self._obsolete(row, cases):
                     row.status, row.last_error = "dropped", "the case moved on before sending"
                     report.dropped += 1
                     continue
                 row.status, row.attempts = "sending", row.attempts + 1
                 row.next_attempt_at = now + self.policy.lease
+                mints: list[links.Mint] = []
                 try:
-                    with session.begin_nested():  # its links go if it cannot be rendered
-                        message = self._message(session, row, now)
-                except sa.exc.SQLAlchemyError:
-                    raise
+                    message = self._message(row, now, mints, rendered)
                 except Exception as exc:  # one bad row must not hold up the whole outbox
                     log.exception("notification %s cannot be rendered", row.id)
                     row.status, row.last_error = "dead", f"cannot render: {exc}"[:1000]
                     report.dead += 1
                     report.errors[row.id] = str(exc)
-                    continue
+                    continue  # its links are never written
+                minted += mints
                 prepared.append((row.id, message))
+            links.issue_many(session, minted, now=now, expiry=self.policy.link_expiry,
+                             period_of={cid: case.period_id for cid, case in cases.items()})
             return prepared
 
     @staticmethod
-    def _obsolete(session: Session, row: Notification) -> bool:
+    def _cases(session: Session, rows: list[Notification]) -> dict[int, sa.Row[Any]]:
+        """Stage, status and period of every case the batch names (its own and its items')."""
+        ids = {row.case_id for row in rows if row.case_id is not None}
+        ids |= {item["case_id"] for row in rows for item in row.context.get("items", ())
+                if item.get("case_id") is not None}
+        if not ids:
+            return {}
+        return {c.id: c for c in session.execute(
+            sa.select(Case.id, Case.stage, Case.status, Case.period_id)
+            .where(Case.id.in_(sorted(ids))))}
+
+    @staticmethod
+    def _obsolete(row: Notification, cases: dict[int, sa.Row[Any]]) -> bool:
         if row.template not in ACTIONABLE or row.case_id is None:
             return False
-        case = session.get(Case, row.case_id)
+        case = cases.get(row.case_id)
         return case is None or (case.stage, case.status) != (
             row.context.get("stage"), row.context.get("status"))
 
-    def _links(self, session: Session, row: Notification, case_id: int | None,
-               version: int | None, actions: tuple[str, ...], now: datetime) -> list[dict]:
-        """Mint this recipient's action links for a case (tokens live only in the email)."""
+    def _links(self, row: Notification, case_id: int | None, version: int | None,
+               actions: tuple[str, ...], mints: list[links.Mint]) -> list[dict]:
+        """This recipient's action links for a case: a fresh token each, kept in ``mints``
+        (tokens live only in the email; ``links.issue_many`` stores their hashes)."""
         if case_id is None or row.recipient_person_id is None:
             return []
-        return [{"label_zh": links.LINK_LABELS[a][0], "label_en": links.LINK_LABELS[a][1],
-                 "url": links.link_url(self.base_url, links.issue(
-                     session, recipient_id=row.recipient_person_id, case_id=case_id,
-                     action=a, case_version=version, now=now, notification_id=row.id))}
-                for a in actions]
+        out = []
+        for action in actions:
+            mint = links.Mint(row.id, row.recipient_person_id, case_id, action, version)
+            mints.append(mint)
+            out.append({"label_zh": links.LINK_LABELS[action][0],
+                        "label_en": links.LINK_LABELS[action][1],
+                        "url": links.link_url(self.base_url, mint.token)})
+        return out
 
     def _case_url(self, case_id: int | None) -> str:
         return f"{self.base_url.rstrip('/')}/cases/{case_id}" if case_id else self.base_url
 
-    def _message(self, session: Session, row: Notification, now: datetime) -> EmailMessage:
+    def _message(self, row: Notification, now: datetime, mints: list[links.Mint],
+                 rendered_before: dict[tuple, tuple[list[str], RenderedEmail]]
+                 ) -> EmailMessage:
+        first_mint = len(mints)
         context: dict[str, Any] = dict(row.context)
-        context["links"] = self._links(session, row, row.case_id, row.case_version,
-                                       LINKS_FOR.get(row.template, ()), now)
+        context["links"] = self._links(row, row.case_id, row.case_version,
+                                       LINKS_FOR.get(row.template, ()), mints)
         context["case_url"] = self._case_url(row.case_id)
         if "items" in context:  # batched reminders: links per listed case
             context["items"] = [
                 {**item, "case_url": self._case_url(item.get("case_id")),
-                 "links": self._links(session, row, item.get("case_id"), item.get("version"),
-                                      tuple(item.get("link_actions", ())), now)}
+                 "links": self._links(row, item.get("case_id"), item.get("version"),
+                                      tuple(item.get("link_actions", ())), mints)}
                 for item in context["items"]]
-        rendered = render(row.template, row.lang if row.lang in ("zh", "en") else "zh", context)
-        message = EmailMessage()
+        lang = row.lang if row.lang in ("zh", "en") else "zh"
+        key = (row.template, lang, row.case_id, row.case_version, row.recipient_person_id is None,
+               json.dumps(row.context, sort_keys=True, ensure_ascii=False, default=str))
+        rendered = self._render(row.template, lang, context,
+                                [m.token for m in mints[first_mint:]], rendered_before, key)
+        message = EmailMessage(policy=MESSAGE_POLICY)
         message["From"] = self.mail_from
         message["To"] = row.recipient_email
         message["Subject"] = rendered.subject
@@ -198,6 +229,26 @@ class Dispatcher:
         # after the content: set_content() clears every Content-* header already set
         message["Content-Language"] = "zh-CN" if row.lang == "zh" else "en"
         return message
+
+    @staticmethod
+    def _render(template: str, lang: str, context: dict[str, Any], tokens: list[str],
+                rendered_before: dict[tuple, tuple[list[str], RenderedEmail]],
+                key: tuple) -> RenderedEmail:
+        """``render()``, or for another recipient of an email already rendered in this batch
+        (same template, language, case and stored context: a case's evaluators, its two
+        superiors), that email with the link tokens swapped: the templates print a link's URL
+        as it is, so the result is the same, without the largest cost of an email. An email
+        is kept for reuse only if each of its tokens appears in it whole."""
+        before = rendered_before.get(key)
+        if before is not None and len(before[0]) == len(tokens):
+            parts = [before[1].subject, before[1].text, before[1].html]
+            for old, new in zip(before[0], tokens, strict=True):
+                parts = [part.replace(old, new) for part in parts]
+            return RenderedEmail(*parts)
+        rendered = render(template, lang, context)
+        if all(t in rendered.text or t in rendered.html for t in tokens):
+            rendered_before[key] = (tokens, rendered)
+        return rendered
 
     # --- 2. send -------------------------------------------------------------------------------
 
@@ -228,15 +279,19 @@ class Dispatcher:
 
     def _record(self, results: dict[int, Exception | None], report: PassReport) -> None:
         now = self.clock.now()
+        sent = [n for n, error in results.items() if error is None]
+        failed = [n for n, error in results.items() if error is not None]
         with self.factory() as session, session.begin():
+            if sent:  # the common case, in one statement
+                report.sent += session.execute(
+                    sa.update(Notification).where(Notification.id.in_(sent))
+                    .values(status="sent", sent_at=now, last_error=None)
+                    .execution_options(synchronize_session=False)).rowcount
             rows = session.scalars(sa.select(Notification).where(
-                Notification.id.in_(list(results)))).all()
+                Notification.id.in_(failed))) if failed else ()
             for row in rows:
                 error = results[row.id]
-                if error is None:
-                    row.status, row.sent_at, row.last_error = "sent", now, None
-                    report.sent += 1
-                elif isinstance(error, Permanent) or row.attempts >= self.policy.max_attempts:
+                if isinstance(error, Permanent) or row.attempts >= self.policy.max_attempts:
                     row.status, row.last_error = "dead", str(error)[:1000]
                     report.dead += 1
                     report.errors[row.id] = str(error)

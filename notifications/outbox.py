@@ -10,19 +10,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Notification, Person
-from service import directory
+from service import directory, history
 
 if TYPE_CHECKING:
     from service.workflow.context import Context
 
-__all__ = ["enqueue", "enqueue_for_case", "enqueue_batched", "case_context", "new_message_id"]
+__all__ = ["enqueue", "enqueue_for_case", "enqueue_batched", "case_context", "new_message_id",
+           "Recipient"]
 
 
 def new_message_id() -> str:
@@ -30,20 +31,30 @@ def new_message_id() -> str:
     return f"<{uuid.uuid4().hex}@pledgeflow>"
 
 
-def enqueue(session: Session, people: Iterable[Person], *, template: str,
+class Recipient(Protocol):
+    """Whom an email goes to: a ``Person``, or a row of ``select(Person.id, .email, .lang)``
+    (what a period-wide email to 200,000 people should load instead of Person objects)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def lang(self) -> str: ...
+
+
+def enqueue(session: Session, people: Iterable[Recipient], *, template: str,
             context: dict[str, Any], now: datetime, case_id: int | None = None,
             case_version: int | None = None, batch_key: str | None = None) -> int:
     """Queue one email per person with an address, due at ``now`` (the workflow's clock);
-    returns how many rows were written."""
-    rows = [dict(recipient_person_id=p.id, recipient_email=p.email, lang=p.lang,
-                 template=template, context=context, case_id=case_id,
-                 case_version=case_version, message_id=new_message_id(),
-                 batch_key=f"{batch_key}:{p.id}" if batch_key else None,
-                 created_at=now, next_attempt_at=now)
-            for p in people if p.email]
-    if rows:
-        session.execute(sa.insert(Notification), rows)
-    return len(rows)
+    returns how many rows were written (set-based: COPY for many on PostgreSQL)."""
+    reachable = [p for p in people if p.email]
+    history.insert_rows(session, sa.insert(Notification), (dict(
+        recipient_person_id=p.id, recipient_email=p.email, lang=p.lang, template=template,
+        context=context, case_id=case_id, case_version=case_version,
+        message_id=new_message_id(), batch_key=f"{batch_key}:{p.id}" if batch_key else None,
+        created_at=now, next_attempt_at=now) for p in reachable), count=len(reachable))
+    return len(reachable)
 
 
 def case_context(ctx: Context) -> dict[str, Any]:

@@ -98,7 +98,10 @@ def _localized(fn: Callable[[Any, str], str]) -> Callable[..., str]:
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    # Templates change with a deploy, not while the process runs: without this every render
+    # stats each file of its chain (~20 stat calls an email) to see whether it changed.
+    auto_reload=False)
 _env.filters.update(stage_name=_localized(stage_name), deadline=_localized(format_deadline),
                     day=_localized(format_day))
 

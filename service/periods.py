@@ -86,9 +86,9 @@ def _tell_everyone(session: Session, period: Period, now: datetime) -> None:
     staff = sa.select(Position.person_id).where(Position.role.in_(tuple(UNIT_STAFF)))
     members = sa.select(Case.person_id).where(Case.period_id == period.id,
                                               Case.person_id.is_not(None))
-    people = session.scalars(sa.select(Person).where(
+    people = session.execute(sa.select(Person.id, Person.email, Person.lang).where(
         Person.active.is_(True), sa.or_(Person.id.in_(staff), Person.id.in_(members)))
-        .order_by(Person.id))
+        .order_by(Person.id)).all()
     outbox.enqueue(session, people, template="period_rolled_over", context={
         "period_zh": period.name_zh, "period_en": period.name_en,
         "starts_on": period.starts_on.isoformat(),
@@ -115,11 +115,8 @@ def roll_over(session: Session, period_code: str, *, actor: Actor, clock: Clock)
     lapsed = 0
     closed_code = None
     if period.status != "closed":
-        unfinished = session.scalars(sa.select(Case.id).where(
-            Case.period_id == period.id, Case.stage != "closed").order_by(Case.id)).all()
-        for case_id in unfinished:
-            engine.apply(session, case_id=case_id, action="lapse", actor=actor, clock=clock)
-        lapsed, closed_code = len(unfinished), period.code
+        lapsed = len(engine.lapse_cases(session, period=period, actor=actor, clock=clock))
+        closed_code = period.code
         _finish_selections(session, period, actor=actor, clock=clock)
         period.status = "closed"
         history.append(session, history.EventDraft(

@@ -9,9 +9,12 @@
 4. otherwise run the effect, write the new status and version, append the event to the
    hash chain and enqueue the notifications — all in the same transaction.
 
-``open_cases`` is the only other writer: it creates cases in their initial state.
-A listener on ``Case.stage``/``Case.status`` refuses any write made outside these two, so a
-stray assignment anywhere in the code base fails loudly (and a test checks for it).
+``open_cases`` creates cases in their initial state, and ``lapse_cases`` is ``apply`` for every
+unfinished case of an ended period at once (the rollover): the same table rows, roles and
+guards, judged once for the whole set where they cannot differ between its cases, then one
+update, one event per case and the effect's set-based twin. A listener on
+``Case.stage``/``Case.status`` refuses any write made outside these three, so a stray
+assignment anywhere in the code base fails loudly (and a test checks for it).
 """
 
 from __future__ import annotations
@@ -26,19 +29,22 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from models import Case, Organization, Period, Pledge, PledgeItem
+from models import Case, Organization, Period, Pledge, PledgeItem, PublicNotice
 from notifications import outbox
 from service import history
 from service.clock import Clock, end_of_day, start_of_day
 from service.errors import InvalidInput, NotFound, Reason, StaleVersion, TransitionRefused
+from service.workflow import effects as fx
+from service.workflow import guards as g
 from service.workflow import table
 from service.workflow.context import Context
 from service.workflow.roles import READERS, Actor, is_assigned_evaluator, relative_roles
 
-__all__ = ["apply", "open_cases", "Outcome", "Subject", "StatusWriteOutsideChokePoint",
-           "due_at_for", "actions_for"]
+__all__ = ["apply", "open_cases", "lapse_cases", "Outcome", "Subject",
+           "StatusWriteOutsideChokePoint", "due_at_for", "actions_for"]
 
 _inside = contextvars.ContextVar("inside_choke_point", default=False)
 
@@ -188,9 +194,8 @@ def _commit_transition(ctx: Context, transition: table.Transition) -> Outcome:
     # Last: the append locks the chain's head row until commit, serialising every writer.
     event = history.append(session, history.EventDraft(
         action=ctx.action, actor=ctx.actor, occurred_at=ctx.now, case_id=case.id,
-        period_id=case.period_id, stage=before[0], from_status=before[1], to_status=after[1]
-        if after[0] == before[0] else f"{after[0]}.{after[1]}", comment=ctx.comment,
-        payload=ctx.payload))
+        period_id=case.period_id, stage=before[0], from_status=before[1],
+        to_status=_to_status(before, after), comment=ctx.comment, payload=ctx.payload))
     return Outcome(case.id, ctx.action, before, after, case.version, event.seq, dict(ctx.payload))
 
 
@@ -236,56 +241,189 @@ def open_cases(session: Session, *, period: Period, subjects: Sequence[Subject],
     on the unique ``(period_id, subject_key)``). Unfinished pledge items of the same subject in
     ``carry_over_from`` (a period id) are copied into the new draft. Returns the new case ids.
     """
-    now = clock.now()
+    now, starts = clock.now(), start_of_day(period.starts_on)
     existing = set(session.scalars(sa.select(Case.subject_key).where(Case.period_id == period.id)))
-    fresh = [s for s in subjects if s.key not in existing]
+    fresh = [(key, s) for s in subjects if (key := s.key) not in existing]
     if not fresh:
         return []
     with _choke_point():
-        rows = [dict(period_id=period.id, subject_kind=s.kind, subject_key=s.key,
-                     organization_id=s.organization_id, person_id=s.person_id,
-                     stage=table.INITIAL[0], status=table.INITIAL[1], version=1,
-                     due_at=start_of_day(period.starts_on), created_at=now, updated_at=now)
-                for s in fresh]
-        for start in range(0, len(rows), 1000):
-            session.execute(sa.insert(Case), rows[start:start + 1000])
+        history.insert_rows(session, sa.insert(Case), (dict(
+            period_id=period.id, subject_kind=s.kind, subject_key=key,
+            organization_id=s.organization_id, person_id=s.person_id, stage=table.INITIAL[0],
+            status=table.INITIAL[1], version=1, due_at=starts, created_at=now, updated_at=now)
+            for key, s in fresh), count=len(fresh))
     ids = dict(session.execute(sa.select(Case.subject_key, Case.id).where(
-        Case.period_id == period.id, Case.subject_key.in_([s.key for s in fresh]))).all()) \
+        Case.period_id == period.id, Case.subject_key.in_([key for key, _ in fresh]))).all()) \
         if len(fresh) <= 5000 else dict(session.execute(
             sa.select(Case.subject_key, Case.id).where(Case.period_id == period.id)).all())
-    carried = _carry_over(session, carry_over_from, {s.key: ids[s.key] for s in fresh}) \
-        if carry_over_from else {}
-    history.append_many(session, [history.EventDraft(
-        action="open_case", actor=actor, occurred_at=now, case_id=ids[s.key],
+    carried = _carry_over(session, carry_over_from, {key: ids[key] for key, _ in fresh},
+                          period.id) if carry_over_from else {}
+    history.append_bulk(session, (history.EventDraft(
+        action="open_case", actor=actor, occurred_at=now, case_id=ids[key],
         period_id=period.id, stage=table.INITIAL[0], to_status=table.INITIAL[1],
-        payload={"subject": s.key, **({"carried_items": carried[s.key]} if carried.get(s.key)
-                                      else {})}) for s in fresh])
-    return [ids[s.key] for s in fresh]
+        payload={"subject": key, **({"carried_items": carried[key]} if carried.get(key)
+                                    else {})}) for key, _ in fresh), count=len(fresh))
+    return [ids[key] for key, _ in fresh]
 
 
-def _carry_over(session: Session, from_period_id: int, case_ids: dict[str, int]) -> dict[str, int]:
+def _carry_over(session: Session, from_period_id: int, case_ids: dict[str, int],
+                period_id: int) -> dict[str, int]:
     """Copy unkept items of the previous period's pledges into new drafts; count per subject."""
-    old = session.execute(
-        sa.select(Case.subject_key, PledgeItem)
+    # Every unkept item of the old period, kept only for the subjects given (filtered here:
+    # an IN list of 200,000 subject keys is slower than reading the period's items).
+    old = [row for row in session.execute(
+        sa.select(Case.subject_key, PledgeItem.id, PledgeItem.criterion_id, PledgeItem.target,
+                  PledgeItem.measures, PledgeItem.owner_id, PledgeItem.assessment_standard)
         .join(Pledge, Pledge.case_id == Case.id).join(PledgeItem, PledgeItem.pledge_id == Pledge.id)
-        .where(Case.period_id == from_period_id, Case.subject_key.in_(list(case_ids)),
+        .where(Case.period_id == from_period_id,
                PledgeItem.fulfilment.in_(("pending", "in_progress")))
         .order_by(PledgeItem.pledge_id, PledgeItem.position)
-    ).all()
+    ) if row.subject_key in case_ids]
     if not old:
         return {}
-    keys = sorted({key for key, _ in old})
-    session.execute(sa.insert(Pledge), [{"case_id": case_ids[k], "summary": ""} for k in keys])
-    pledge_ids = dict(session.execute(sa.select(Pledge.case_id, Pledge.id).where(
-        Pledge.case_id.in_([case_ids[k] for k in keys]))).all())
+    keys = sorted({row.subject_key for row in old})
+    history.insert_rows(session, sa.insert(Pledge),
+                        [{"case_id": case_ids[k], "summary": ""} for k in keys])
+    new_cases = [case_ids[k] for k in keys]
+    query = sa.select(Pledge.case_id, Pledge.id)
+    pledge_ids = dict(session.execute(query.where(Pledge.case_id.in_(new_cases)) if len(
+        new_cases) <= 5000 else query.join(Case, Case.id == Pledge.case_id).where(
+        Case.period_id == period_id)).all())
     counts: dict[str, int] = {}
     items = []
-    for key, item in old:
+    for row in old:
+        key = row.subject_key
         counts[key] = counts.get(key, 0) + 1
         items.append(dict(pledge_id=pledge_ids[case_ids[key]], position=counts[key] - 1,
-                          criterion_id=item.criterion_id, target=item.target,
-                          measures=item.measures, deadline_on=None, owner_id=item.owner_id,
-                          assessment_standard=item.assessment_standard, fulfilment="pending",
-                          carried_over_from_id=item.id))
-    session.execute(sa.insert(PledgeItem), items)
+                          criterion_id=row.criterion_id, target=row.target,
+                          measures=row.measures, deadline_on=None, owner_id=row.owner_id,
+                          assessment_standard=row.assessment_standard, fulfilment="pending",
+                          carried_over_from_id=row.id))
+    history.insert_rows(session, sa.insert(PledgeItem), items)
     return counts
+
+
+# --- lapsing a whole period at once ------------------------------------------------------------
+
+# Roles that follow from the actor alone (never from the case), guards that read only the
+# period and the time: judged on one case, they hold the same for every case of the period.
+CASE_INDEPENDENT_ROLES = frozenset({"flow", "office", "public"})
+PERIOD_WIDE_GUARDS = frozenset({g.period_ended})
+CHUNK = 5000
+
+
+def _id_in(session: Session, column: Any, ids: Sequence[int]) -> Iterator[Any]:
+    """``column IN ids`` as few conditions as the database takes: one ``= ANY(array)`` on
+    PostgreSQL, chunks of ``CHUNK`` elsewhere."""
+    if session.get_bind().dialect.name == "postgresql":
+        yield column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(sa.Integer)))
+        return
+    for start in range(0, len(ids), CHUNK):
+        yield column.in_(ids[start:start + CHUNK])
+
+
+def _withdraw_open_notices(session: Session, case_ids: Sequence[int]) -> None:
+    """``effects.close_open_notices`` for many cases: nothing under notice lapses with them."""
+    for condition in _id_in(session, PublicNotice.case_id, case_ids):
+        session.execute(sa.update(PublicNotice).where(condition, PublicNotice.status == "open")
+                        .values(status="withdrawn").execution_options(synchronize_session=False))
+
+
+BULK_EFFECTS: dict[Any, Any] = {None: None, fx.close_open_notices: _withdraw_open_notices}
+
+
+def _bulk_ready(transition: table.Transition) -> None:
+    """Refuse (a programming error, not a user's) a row the set-based path cannot honour."""
+    problems = [what for what, bad in (
+        ("roles that depend on the case", not transition.roles <= CASE_INDEPENDENT_ROLES),
+        ("guards that read the case", not set(transition.guards) <= PERIOD_WIDE_GUARDS),
+        ("an effect without a set-based twin", transition.effect not in BULK_EFFECTS),
+        ("input", transition.input is not None),
+        ("notifications", bool(transition.notify)),
+        ("a target chosen per case", transition.target is None
+         or transition.choose_target is not None),
+        ("a deadline that depends on the case", transition.target is not None
+         and (transition.target[1] == "under_notice"
+              or transition.target == ("evaluation", "voting"))),
+    ) if bad]
+    if problems:
+        raise ValueError(f"{transition.action!r} from {transition.stage} cannot be applied in "
+                         f"bulk: it has {', '.join(problems)}; use apply() per case")
+
+
+def lapse_cases(session: Session, *, period: Period, actor: Actor, clock: Clock) -> list[int]:
+    """Lapse every unfinished case of an ended period, as ``apply(action="lapse")`` on each
+    would, in one go; returns their ids (ascending).
+
+    The cases are locked (ascending id, as the per-case loop did), then each one's
+    (stage, status) must have a "lapse" row in the table; the rows' roles and guards are
+    judged once per row on one of its cases, which is exact because they depend on the actor
+    and the period only (``_bulk_ready`` refuses rows where that is not so). Any refusal
+    raises with every reason, having written nothing. Then one update per row (state,
+    version + 1, deadline), the effect for all its cases, and one event per case in id order.
+    """
+    rows = session.execute(
+        sa.select(Case.id, Case.stage, Case.status).where(
+            Case.period_id == period.id, Case.stage != "closed")
+        .order_by(Case.id).with_for_update()).all()
+    if not rows:
+        return []
+    groups: dict[table.Transition, list[int]] = {}
+    plan: list[tuple[int, tuple[str, str], table.Transition]] = []
+    reasons: list[Reason] = []
+    for case_id, stage, status in rows:
+        transition = table.find(stage, status, "lapse")
+        if transition is None:
+            reasons.append(Reason("not_allowed_in_state",
+                                  f"case {case_id}: 'lapse' is not allowed at {stage}/{status}"))
+        else:
+            groups.setdefault(transition, []).append(case_id)
+            plan.append((case_id, (stage, status), transition))
+    if reasons:
+        raise TransitionRefused("'lapse' is not possible now", reasons)
+    now = clock.now()
+    due: dict[table.Transition, datetime | None] = {}
+    for transition, case_ids in groups.items():
+        _bulk_ready(transition)
+        ctx = _context_for(session, case_ids[0], period, actor, now)
+        _check(ctx, transition, None)  # the very check apply() makes, once for the row
+        due[transition] = due_at_for(ctx, transition.target)  # type: ignore[arg-type]
+    for transition, case_ids in groups.items():
+        effect = BULK_EFFECTS[transition.effect]
+        if effect is not None:
+            effect(session, case_ids)
+        stage, status = transition.target  # type: ignore[misc]
+        values: dict[str, Any] = {"stage": stage, "status": status, "due_at": due[transition]}
+        if transition.bumps_version:
+            values.update(version=Case.version + 1, updated_at=now)
+        with _choke_point():
+            for condition in _id_in(session, Case.id, case_ids):
+                session.execute(sa.update(Case).where(condition).values(**values)
+                                .execution_options(synchronize_session=False))
+    lapsed = {case_id for ids in groups.values() for case_id in ids}
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Case) and obj.id in lapsed:
+            session.expire(obj)  # what the session held of them is stale now
+    history.append_bulk(session, (history.EventDraft(
+        action="lapse", actor=actor, occurred_at=now, case_id=case_id, period_id=period.id,
+        stage=before[0], from_status=before[1],
+        to_status=_to_status(before, transition.target))  # type: ignore[arg-type]
+        for case_id, before, transition in plan), count=len(plan))
+    return [case_id for case_id, _, _ in plan]
+
+
+def _to_status(before: tuple[str, str], after: tuple[str, str]) -> str:
+    """How an event names where the case went: the status, or ``stage.status`` on a move."""
+    return after[1] if after[0] == before[0] else f"{after[0]}.{after[1]}"
+
+
+def _context_for(session: Session, case_id: int, period: Period, actor: Actor,
+                 now: datetime) -> Context:
+    """The context ``apply`` would judge this (already locked) case in."""
+    case = session.get(Case, case_id)
+    assert case is not None
+    case_org = session.get(Organization, case.organization_id)
+    assert case_org is not None
+    roles = relative_roles(session, case, case_org, actor, check_evaluator=False)
+    return Context(session=session, case=case, case_org=case_org, period=period, actor=actor,
+                   roles=roles, now=now, action="lapse")
