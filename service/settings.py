@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         "doubled on each further attempt (with jitter).")
     outbox_backoff_cap: float = Field(default=7200.0, gt=0, description="Longest wait, in "
                                       "seconds, between two attempts of one notification.")
+    link_expiry_days: dict[str, float] = Field(
+        default_factory=dict, description="Days an action link works, per action, over the "
+        'defaults in notifications/links.py (JSON, e.g. {"approve": 7, "cast_ballot": 21}).')
     service_token: str | None = Field(
         default=None, description="Bearer token the flows use to act (pledgeflow tokens "
         "create --flow NAME).")
@@ -53,6 +56,19 @@ class Settings(BaseSettings):
                                   description="Cases per bulk request in drive_period.")
     flows_serve_limit: int = Field(default=4, ge=1, le=32, description="Flow runs at once "
                                    "under `pledgeflow flows serve` (each is a ~90 MB process).")
+
+    @field_validator("link_expiry_days")
+    @classmethod
+    def _known_link_kinds(cls, value: dict[str, float]) -> dict[str, float]:
+        from notifications.links import EXPIRY
+
+        unknown = sorted(set(value) - set(EXPIRY))
+        if unknown:
+            raise ValueError(f"no action link of kind {', '.join(unknown)}; "
+                             f"the kinds are {', '.join(sorted(EXPIRY))}")
+        if any(days <= 0 for days in value.values()):
+            raise ValueError("a link's expiry must be more than 0 days")
+        return value
 
 
 @lru_cache

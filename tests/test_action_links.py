@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from httpx import Response
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from models import (
@@ -35,6 +36,7 @@ from models import (
     Notification,
     Person,
 )
+from notifications import links
 from notifications.dispatcher import Dispatcher, DispatchPolicy
 from notifications.links import LINK_LABELS
 from notifications.smtp import SmtpTarget
@@ -301,6 +303,24 @@ def test_an_expired_link_is_refused(site: Site) -> None:
         html = page(response, 410)
         assert "此链接已于 " + when(expires_at) + " 过期" in html and "<form" not in html
     assert site.case(case_id).version == version and site.case(case_id).status == "submitted"
+
+
+def test_how_long_a_link_works_is_configured_per_kind(site: Site) -> None:
+    """``PLEDGEFLOW_LINK_EXPIRY_DAYS`` over the defaults: approve links for 2 days here, return
+    links keep their 14; an unknown kind or a non-positive span is a settings error."""
+    settings = Settings(database_url=site.db.url, link_expiry_days={"approve": 2})
+    site.dispatcher.policy = DispatchPolicy(
+        connections=2, link_expiry=links.expiry_table(settings.link_expiry_days))
+    _, messages = submitted(site)
+    mail = mail_to(messages, APPROVER)
+    now = site.clock.now()
+    assert site.link_row(link(mail, "approve")).expires_at == now + timedelta(days=2)
+    assert site.link_row(link(mail, "return")).expires_at == now + timedelta(days=14)
+
+    for bad, says in (({"aprove": 3}, "no action link of kind aprove"),
+                      ({"approve": 0}, "more than 0 days")):
+        with pytest.raises(ValidationError, match=says):
+            Settings(database_url=site.db.url, link_expiry_days=bad)
 
 
 def test_a_link_superseded_by_a_newer_email_is_refused(site: Site) -> None:

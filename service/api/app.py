@@ -92,6 +92,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     stop, task = asyncio.Event(), None
     if settings.dispatcher:
+        from notifications import links
         from notifications.dispatcher import Dispatcher, DispatchPolicy
         from notifications.smtp import SmtpTarget
 
@@ -103,7 +104,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             policy=DispatchPolicy(connections=settings.smtp_connections,
                                   max_attempts=settings.outbox_max_attempts,
                                   backoff_base=timedelta(seconds=settings.outbox_backoff_base),
-                                  backoff_cap=timedelta(seconds=settings.outbox_backoff_cap)))
+                                  backoff_cap=timedelta(seconds=settings.outbox_backoff_cap),
+                                  link_expiry=links.expiry_table(settings.link_expiry_days)))
         task = asyncio.create_task(dispatcher.run_forever(stop), name="outbox-dispatcher")
     try:
         yield
