@@ -93,15 +93,17 @@ def apply(session: Session, *, case_id: int, action: str, actor: Actor, clock: C
 
     ``hide_unless_visible`` (the API's setting): an actor who may not even read the case is
     told it does not exist, exactly as a read would, so ids cannot be probed by acting."""
-    case = session.scalars(
-        sa.select(Case).where(Case.id == case_id).with_for_update()
+    # The case locked, with its organization and period in the same round trip.
+    row = session.execute(
+        sa.select(Case, Organization, Period)
+        .join(Organization, Organization.id == Case.organization_id)
+        .join(Period, Period.id == Case.period_id)
+        .where(Case.id == case_id).with_for_update(of=Case)
         .execution_options(populate_existing=True)
     ).first()
-    if case is None:
+    if row is None:
         raise NotFound(f"case {case_id} not found")
-    case_org = session.get(Organization, case.organization_id)
-    period = session.get(Period, case.period_id)
-    assert case_org is not None and period is not None
+    case, case_org, period = row
     transition = table.find(case.stage, case.status, action)
     needs_evaluator = transition is not None and "evaluator" in transition.roles
     roles = relative_roles(session, case, case_org, actor, check_evaluator=needs_evaluator)
