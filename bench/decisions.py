@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("PLEDGEFLOW_BENCH_PG_ADMIN",
@@ -52,16 +53,66 @@ def _url(name: str) -> str:
     return sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
-def prepare(cases: int) -> tuple[str, list[tuple[int, int]], list[str]]:
-    """A fresh database with ``cases`` submitted pledges: (url, [(case, token no.)], tokens)."""
+def load_submitted(s: Session, cases: int, *, now: datetime, flow: str
+                   ) -> tuple[list[tuple[int, int]], dict[int, str]]:
+    """Seed, give each committee a secretary with a bearer token, and add ``cases`` branches
+    (a clerk each) whose cases are put straight into pledge/submitted (the fixture shortcut of
+    the module docstring). Returns ([(case id, committee id)] by case id, {committee id: its
+    secretary's token} in committee order). Also the fault tests' fixture."""
     from models import Account, Case, Organization, Period, Person, Pledge, Position
-    from service import migrate
     from service.accounts import create_token
     from service.clock import FixedClock, start_of_day
-    from service.db import make_engine, make_session_factory
     from service.seed import seed
     from service.workflow import engine as wf
     from service.workflow.roles import Actor
+
+    seed(s)
+    committees = s.scalars(sa.select(Organization).where(
+        Organization.kind == "committee").order_by(Organization.id)).all()
+    period = s.scalars(sa.select(Period).where(Period.code == "2010")).one()
+    token_of: dict[int, str] = {}
+    per = cases // len(committees) + 1
+    for n, committee in enumerate(committees):
+        boss = Person(name=f"书记{n}", email=f"boss{n}@example.org", organization_id=committee.id)
+        s.add(boss)
+        s.flush()
+        s.add(Position(person_id=boss.id, organization_id=committee.id, role="secretary"))
+        account = Account(person_id=boss.id, username=f"boss{n}", password_hash="x")
+        s.add(account)
+        s.flush()
+        token_of[committee.id] = create_token(s, name=flow, now=now, account_id=account.id)[0]
+        s.execute(sa.insert(Organization), [
+            {"code": f"b{n}-{i}", "name_zh": f"支部{n}-{i}", "name_en": f"Branch {n}-{i}",
+             "kind": "branch", "parent_id": committee.id, "path": "", "active": True,
+             "created_at": now} for i in range(per)])
+    s.execute(sa.text("UPDATE organization o SET path = p.path || o.id || '/' FROM "
+                      "organization p WHERE o.parent_id = p.id AND o.kind = 'branch'"))
+    branches = s.execute(sa.select(Organization.id).where(
+        Organization.kind == "branch").order_by(Organization.id).limit(cases)).scalars().all()
+    s.execute(sa.insert(Person), [
+        {"name": f"秘书{b}", "email": f"clerk{b}@example.org", "organization_id": b,
+         "is_party_member": True, "lang": "zh", "active": True, "created_at": now}
+        for b in branches])
+    clerks = dict(s.execute(sa.select(Person.organization_id, Person.id).where(
+        Person.email.like("clerk%"))).all())
+    s.execute(sa.insert(Position), [{"person_id": clerks[b], "organization_id": b,
+                                     "role": "clerk"} for b in branches])
+    wf.open_cases(s, period=period, subjects=[wf.Subject("organization", b) for b in branches],
+                  actor=Actor(flow=flow), clock=FixedClock(start_of_day(period.starts_on)))
+    s.execute(sa.text("UPDATE \"case\" SET status = 'submitted', version = 4"))
+    rows = s.execute(sa.select(Case.id, Case.organization_id, Organization.parent_id)
+                     .join(Organization, Organization.id == Case.organization_id)
+                     .order_by(Case.id)).all()
+    s.execute(sa.insert(Pledge), [
+        {"case_id": case_id, "summary": "", "submitted_by_id": clerks[org], "submitted_at": now}
+        for case_id, org, _ in rows])
+    return [(case_id, parent) for case_id, _, parent in rows], token_of
+
+
+def prepare(cases: int) -> tuple[str, list[tuple[int, int]], list[str]]:
+    """A fresh database with ``cases`` submitted pledges: (url, [(case, token no.)], tokens)."""
+    from service import migrate
+    from service.db import make_engine, make_session_factory
 
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -72,53 +123,12 @@ def prepare(cases: int) -> tuple[str, list[tuple[int, int]], list[str]]:
     migrate.upgrade(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)
-    now = datetime(2010, 9, 1, tzinfo=UTC)
     with factory() as s, s.begin():
-        seed(s)
-        committees = s.scalars(sa.select(Organization).where(
-            Organization.kind == "committee").order_by(Organization.id)).all()
-        period = s.scalars(sa.select(Period).where(Period.code == "2010")).one()
-        tokens: list[str] = []
-        per = cases // len(committees) + 1
-        for n, committee in enumerate(committees):
-            boss = Person(name=f"书记{n}", email=f"boss{n}@example.org",
-                          organization_id=committee.id)
-            s.add(boss)
-            s.flush()
-            s.add(Position(person_id=boss.id, organization_id=committee.id, role="secretary"))
-            s.add(Account(person_id=boss.id, username=f"boss{n}", password_hash="x"))
-            s.flush()
-            account_id = s.scalar(sa.select(Account.id).where(Account.person_id == boss.id))
-            tokens.append(create_token(s, name="bench", now=now, account_id=account_id)[0])
-            s.execute(sa.insert(Organization), [
-                {"code": f"b{n}-{i}", "name_zh": f"支部{n}-{i}", "name_en": f"Branch {n}-{i}",
-                 "kind": "branch", "parent_id": committee.id, "path": "", "active": True,
-                 "created_at": now} for i in range(per)])
-        s.execute(sa.text("UPDATE organization o SET path = p.path || o.id || '/' FROM "
-                          "organization p WHERE o.parent_id = p.id AND o.kind = 'branch'"))
-        branches = s.execute(sa.select(Organization.id, Organization.parent_id).where(
-            Organization.kind == "branch").order_by(Organization.id).limit(cases)).all()
-        s.execute(sa.insert(Person), [
-            {"name": f"秘书{b}", "email": f"clerk{b}@example.org", "organization_id": b,
-             "is_party_member": True, "lang": "zh", "active": True, "created_at": now}
-            for b, _ in branches])
-        clerks = dict(s.execute(sa.select(Person.organization_id, Person.id).where(
-            Person.email.like("clerk%"))).all())
-        s.execute(sa.insert(Position), [{"person_id": clerks[b], "organization_id": b,
-                                         "role": "clerk"} for b, _ in branches])
-        wf.open_cases(s, period=period, subjects=[wf.Subject("organization", b)
-                                                  for b, _ in branches],
-                      actor=Actor(flow="bench"), clock=FixedClock(start_of_day(period.starts_on)))
-        # The fixture shortcut (see module docstring): straight to submitted.
-        s.execute(sa.text("UPDATE \"case\" SET status = 'submitted', version = 4"))
-        s.execute(sa.insert(Pledge), [
-            {"case_id": cid, "summary": "", "submitted_by_id": clerks[org],
-             "submitted_at": now} for cid, org in s.execute(
-                sa.select(Case.id, Case.organization_id)).all()])
-        committee_index = {c.id: i for i, c in enumerate(committees)}
-        pairs = [(cid, committee_index[parent]) for cid, parent in s.execute(
-            sa.select(Case.id, Organization.parent_id).join(
-                Organization, Organization.id == Case.organization_id).order_by(Case.id))]
+        case_rows, token_of = load_submitted(s, cases, now=datetime(2010, 9, 1, tzinfo=UTC),
+                                             flow="bench")
+    committee_index = {committee_id: i for i, committee_id in enumerate(token_of)}
+    pairs = [(case_id, committee_index[parent]) for case_id, parent in case_rows]
+    tokens = list(token_of.values())
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("ANALYZE"))  # fresh statistics after the bulk load
     engine.dispose()

@@ -42,70 +42,21 @@ __all__ = ["pg_url", "prepare", "Service", "Load", "assert_acknowledged", "audit
 
 
 def prepare(url: str, cases: int) -> tuple[list[int], dict[int, str]]:
-    """Migrate and seed ``url`` and add ``cases`` submitted pledges: (case ids, token by case)."""
-    from models import Account, Case, Organization, Period, Person, Pledge, Position
+    """Migrate and seed ``url`` and add ``cases`` submitted pledges: (case ids, token by case)
+    — the decisions benchmark's fixture (``bench.decisions.load_submitted``)."""
+    from bench.decisions import load_submitted
     from service import migrate
-    from service.accounts import create_token
-    from service.clock import FixedClock, start_of_day
     from service.db import make_engine, make_session_factory
-    from service.seed import seed
-    from service.workflow import engine as wf
-    from service.workflow.roles import Actor
 
     migrate.upgrade(url)
     engine = make_engine(url)
-    now = datetime.now(UTC)
     try:
         with make_session_factory(engine)() as s, s.begin():
-            seed(s)
-            committees = s.scalars(sa.select(Organization).where(
-                Organization.kind == "committee").order_by(Organization.id)).all()
-            period = s.scalars(sa.select(Period).where(Period.code == "2010")).one()
-            token_of: dict[int, str] = {}  # committee id -> its secretary's token
-            per = cases // len(committees) + 1
-            for n, committee in enumerate(committees):
-                boss = Person(name=f"书记{n}", email=f"boss{n}@example.org",
-                              organization_id=committee.id)
-                s.add(boss)
-                s.flush()
-                s.add(Position(person_id=boss.id, organization_id=committee.id,
-                               role="secretary"))
-                account = Account(person_id=boss.id, username=f"boss{n}", password_hash="x")
-                s.add(account)
-                s.flush()
-                token_of[committee.id] = create_token(s, name="fault", now=now,
-                                                      account_id=account.id)[0]
-                s.execute(sa.insert(Organization), [
-                    {"code": f"f{n}-{i}", "name_zh": f"支部{n}-{i}",
-                     "name_en": f"Branch {n}-{i}", "kind": "branch", "parent_id": committee.id,
-                     "path": "", "active": True, "created_at": now} for i in range(per)])
-            s.execute(sa.text("UPDATE organization o SET path = p.path || o.id || '/' FROM "
-                              "organization p WHERE o.parent_id = p.id AND o.kind = 'branch'"))
-            branches = s.execute(sa.select(Organization.id, Organization.parent_id).where(
-                Organization.kind == "branch").order_by(Organization.id).limit(cases)).all()
-            s.execute(sa.insert(Person), [
-                {"name": f"秘书{b}", "email": f"clerk{b}@example.org", "organization_id": b,
-                 "is_party_member": True, "lang": "zh", "active": True, "created_at": now}
-                for b, _ in branches])
-            clerks = dict(s.execute(sa.select(Person.organization_id, Person.id).where(
-                Person.email.like("clerk%"))).all())
-            s.execute(sa.insert(Position), [{"person_id": clerks[b], "organization_id": b,
-                                             "role": "clerk"} for b, _ in branches])
-            wf.open_cases(s, period=period, subjects=[wf.Subject("organization", b)
-                                                      for b, _ in branches],
-                          actor=Actor(flow="fault"),
-                          clock=FixedClock(start_of_day(period.starts_on)))
-            # The fixture shortcut (module docstring): straight to submitted.
-            s.execute(sa.text("UPDATE \"case\" SET status = 'submitted', version = 4"))
-            rows = s.execute(sa.select(Case.id, Case.organization_id, Organization.parent_id)
-                             .join(Organization, Organization.id == Case.organization_id)
-                             .order_by(Case.id)).all()
-            s.execute(sa.insert(Pledge), [
-                {"case_id": cid, "summary": "", "submitted_by_id": clerks[org],
-                 "submitted_at": now} for cid, org, _ in rows])
+            rows, token_of = load_submitted(s, cases, now=datetime.now(UTC), flow="fault")
     finally:
         engine.dispose()
-    return [cid for cid, _, _ in rows], {cid: token_of[parent] for cid, _, parent in rows}
+    return [case_id for case_id, _ in rows], {case_id: token_of[parent]
+                                               for case_id, parent in rows}
 
 
 @pytest.fixture

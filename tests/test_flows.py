@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
 from flows import client as flow_client
 from flows.client import FlowClient
@@ -47,6 +45,7 @@ from models import (
 from service import accounts, directory, reminders
 from service.api.app import create_app
 from service.clock import CAMPAIGN_TZ, FixedClock
+from service.demo import serving as demo_serving
 from service.periods import get_period, open_period
 from service.settings import Settings
 from service.workflow.roles import Actor
@@ -134,28 +133,11 @@ class Service:
             return s.scalar(query) or 0
 
 
-@contextmanager
-def serving(db: Database, clock: FixedClock) -> Iterator[str]:
+def serving(db: Database, clock: FixedClock) -> AbstractContextManager[str]:
     """The real app under uvicorn on a free loopback port, in a thread; stopped on exit."""
-    app = create_app(Settings(database_url=db.url, dispatcher=False), clock=clock)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, loop="asyncio", http="h11", lifespan="on",
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name="pledgeflow-test-service", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        assert not thread.is_alive(), "the service thread is still running"
+    return demo_serving(lambda _base_url: create_app(
+        Settings(database_url=db.url, dispatcher=False), clock=clock),
+        name="pledgeflow-test-service")
 
 
 @pytest.fixture
