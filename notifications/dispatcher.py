@@ -24,18 +24,17 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Case, Notification
-from notifications import links
+from notifications import links, mime
 from notifications.render import RenderedEmail, render
-from notifications.smtp import MESSAGE_POLICY, Connection, Permanent, SmtpTarget, Transient
+from notifications.smtp import Connection, Permanent, SmtpTarget, Transient
 from service.clock import Clock
+from service.settings import Settings
 
 __all__ = ["Dispatcher", "DispatchPolicy", "PassReport", "ACTIONABLE", "LINKS_FOR"]
 
@@ -93,6 +92,20 @@ class Dispatcher:
         self.policy = policy or DispatchPolicy()
         self._connections = [Connection(smtp) for _ in range(self.policy.connections)]
 
+    @classmethod
+    def from_settings(cls, settings: Settings, factory: sessionmaker[Session],
+                      clock: Clock) -> Dispatcher:
+        """The dispatcher the settings describe (SMTP server, connections, retries, links)."""
+        return cls(factory, clock=clock, base_url=settings.base_url, mail_from=settings.mail_from,
+                   smtp=SmtpTarget.from_url(settings.smtp_url, timeout=settings.smtp_timeout,
+                                            verify_tls=settings.smtp_verify_tls),
+                   policy=DispatchPolicy(
+                       connections=settings.smtp_connections,
+                       max_attempts=settings.outbox_max_attempts,
+                       backoff_base=timedelta(seconds=settings.outbox_backoff_base),
+                       backoff_cap=timedelta(seconds=settings.outbox_backoff_cap),
+                       link_expiry=links.expiry_table(settings.link_expiry_days)))
+
     async def run_forever(self, stop: asyncio.Event, *, poll_seconds: float = 1.0) -> None:
         """Pass after pass until ``stop`` is set; a failing pass is logged, never fatal."""
         while not stop.is_set():
@@ -122,7 +135,7 @@ class Dispatcher:
 
     # --- 1. claim ------------------------------------------------------------------------------
 
-    def _claim(self, report: PassReport) -> list[tuple[int, EmailMessage]]:
+    def _claim(self, report: PassReport) -> list[tuple[int, mime.Outgoing]]:
         now = self.clock.now()
         with self.factory() as session, session.begin():
             # "sending" rows past their lease belong to a dispatcher that died mid-pass.
@@ -199,7 +212,7 @@ class Dispatcher:
 
     def _message(self, row: Notification, now: datetime, mints: list[links.Mint],
                  rendered_before: dict[tuple, tuple[list[str], RenderedEmail]]
-                 ) -> EmailMessage:
+                 ) -> mime.Outgoing:
         first_mint = len(mints)
         context: dict[str, Any] = dict(row.context)
         context["links"] = self._links(row, row.case_id, row.case_version,
@@ -216,19 +229,10 @@ class Dispatcher:
                json.dumps(row.context, sort_keys=True, ensure_ascii=False, default=str))
         rendered = self._render(row.template, lang, context,
                                 [m.token for m in mints[first_mint:]], rendered_before, key)
-        message = EmailMessage(policy=MESSAGE_POLICY)
-        message["From"] = self.mail_from
-        message["To"] = row.recipient_email
-        message["Subject"] = rendered.subject
-        message["Message-ID"] = row.message_id
-        message["Date"] = format_datetime(now)
-        message["Auto-Submitted"] = "auto-generated"
-        message["X-Pledgeflow-Attempt"] = str(row.attempts)
-        message.set_content(rendered.text)
-        message.add_alternative(rendered.html, subtype="html")
-        # after the content: set_content() clears every Content-* header already set
-        message["Content-Language"] = "zh-CN" if row.lang == "zh" else "en"
-        return message
+        return mime.build(mail_from=self.mail_from, to=row.recipient_email,
+                          subject=rendered.subject, message_id=row.message_id, date=now,
+                          attempt=row.attempts, lang=lang, text=rendered.text,
+                          html=rendered.html)
 
     @staticmethod
     def _render(template: str, lang: str, context: dict[str, Any], tokens: list[str],
@@ -252,9 +256,9 @@ class Dispatcher:
 
     # --- 2. send -------------------------------------------------------------------------------
 
-    async def _send_all(self, prepared: list[tuple[int, EmailMessage]]
+    async def _send_all(self, prepared: list[tuple[int, mime.Outgoing]]
                         ) -> dict[int, Exception | None]:
-        queue: asyncio.Queue[tuple[int, EmailMessage]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, mime.Outgoing]] = asyncio.Queue()
         for item in prepared:
             queue.put_nowait(item)
         results: dict[int, Exception | None] = {}

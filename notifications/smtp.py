@@ -9,72 +9,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
-from email import headerregistry
-from email import policy as email_policy
-from email.message import EmailMessage
-from email.policy import Policy
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-__all__ = ["SmtpTarget", "Transient", "Permanent", "Connection", "classify", "MESSAGE_POLICY"]
+from notifications.mime import Outgoing
 
-
-class _FoldedOnce:
-    """Mixed into every header class: a header folds once per policy it is sent with."""
-
-    def fold(self, *, policy: Policy) -> str:
-        folded: dict[Policy, str] = self.__dict__.setdefault("_folded", {})
-        text = folded.get(policy)
-        if text is None:
-            text = super().fold(policy=policy)  # type: ignore[misc]
-            if len(folded) < 4:  # the SMTP policies; a clone per message is not kept
-                folded[policy] = text
-        return text
-
-
-class _Headers(headerregistry.HeaderRegistry):
-    """``email.policy.default``'s header factory, made cheap for many similar emails.
-
-    The standard one makes a new class with ``type()`` for every header and parses every
-    value afresh, which is most of the cost of building an email; folding a Chinese subject
-    into encoded words when it is sent costs about as much again. Header objects are
-    immutable, so this factory makes each class once, reuses the parsed header of a value
-    that repeats from email to email (From, Date, a case's subject for each of its
-    recipients, the MIME headers) and each header folds once: the same headers, the same
-    bytes on the wire.
-    """
-
-    UNIQUE = frozenset({"to", "message-id"})  # different in every email: not worth keeping
-    KEEP = 512
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[str, type] = {}
-        self._parsed: dict[tuple[str, str], Any] = {}
-
-    def __getitem__(self, name: str) -> type:
-        made = self._classes.get(name.lower())
-        if made is None:
-            cls = self.registry.get(name.lower(), self.default_class)
-            made = self._classes[name.lower()] = type(
-                "_" + cls.__name__, (_FoldedOnce, cls, self.base_class), {})
-        return made
-
-    def __call__(self, name: str, value: Any) -> Any:
-        if name.lower() in self.UNIQUE or not isinstance(value, str):
-            return self[name](name, value)
-        header = self._parsed.get((name, value))
-        if header is None:
-            if len(self._parsed) >= self.KEEP:
-                self._parsed.clear()
-            header = self._parsed[(name, value)] = self[name](name, value)
-        return header
-
-
-#: The policy to build outgoing emails with: ``email.policy.default`` with the factory above.
-MESSAGE_POLICY = email_policy.default.clone(header_factory=_Headers())
+__all__ = ["SmtpTarget", "Transient", "Permanent", "Connection", "classify"]
 
 
 @dataclass(frozen=True)
@@ -146,7 +87,7 @@ class Connection:
             await client.login(t.username, t.password or "")
         return client
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Outgoing) -> None:
         """Send one message; raise Transient or Permanent on failure."""
         loop = asyncio.get_running_loop()
         if self._client is not None and self._loop is not loop:
@@ -157,8 +98,10 @@ class Connection:
             if self._client is None or not self._client.is_connected:
                 self._client = await self._connect()
                 self._loop = loop
-            await asyncio.wait_for(self._client.send_message(message),
-                                   timeout=self.target.timeout * 3)
+            await asyncio.wait_for(
+                self._client.sendmail(message.sender, message.recipients, message.data,
+                                      mail_options=["SMTPUTF8"] if message.smtputf8 else []),
+                timeout=self.target.timeout * 3)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self.close()
             raise classify(exc) from exc

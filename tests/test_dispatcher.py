@@ -393,7 +393,8 @@ def test_a_dispatcher_that_dies_after_claiming_is_taken_over_with_the_same_messa
     rows = world.rows()
     assert {(r.status, r.attempts) for r in rows} == {("sent", 2)}
     assert server.recorder.message_ids() == Counter(ids(rows))
-    assert {m.message_id for m in server.messages} == {str(m["Message-ID"]) for _, m in claimed}
+    assert {m.message_id for m in server.messages} == {
+        str(smtp_servers.parse(m.data)["Message-ID"]) for _, m in claimed}
 
 
 def test_a_dispatcher_that_dies_after_sending_causes_a_recognisable_re_send(

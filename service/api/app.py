@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -92,20 +91,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     stop, task = asyncio.Event(), None
     if settings.dispatcher:
-        from notifications import links
-        from notifications.dispatcher import Dispatcher, DispatchPolicy
-        from notifications.smtp import SmtpTarget
+        from notifications.dispatcher import Dispatcher
 
-        dispatcher = Dispatcher(
-            app.state.session_factory, clock=app.state.clock, base_url=settings.base_url,
-            mail_from=settings.mail_from,
-            smtp=SmtpTarget.from_url(settings.smtp_url, timeout=settings.smtp_timeout,
-                                     verify_tls=settings.smtp_verify_tls),
-            policy=DispatchPolicy(connections=settings.smtp_connections,
-                                  max_attempts=settings.outbox_max_attempts,
-                                  backoff_base=timedelta(seconds=settings.outbox_backoff_base),
-                                  backoff_cap=timedelta(seconds=settings.outbox_backoff_cap),
-                                  link_expiry=links.expiry_table(settings.link_expiry_days)))
+        dispatcher = Dispatcher.from_settings(settings, app.state.session_factory,
+                                              app.state.clock)
         task = asyncio.create_task(dispatcher.run_forever(stop), name="outbox-dispatcher")
     try:
         yield
