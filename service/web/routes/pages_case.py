@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from models import Organization, Period, Person
 from service.api.deps import UoW
 from service.api.routes.bulk import SELECTION_ACTIONS
-from service.api.routes.cases import case_events, case_out, pledge_out
+from service.api.routes.cases import case_out, events_page, pledge_out
 from service.api.routes.evaluation import _round_of, _round_out
 from service.api.routes.objections import list_objections
 from service.api.routes.reviews import list_reviews
@@ -87,7 +87,7 @@ def _names(uow: UoW, ids: set[int]) -> dict[int, str]:
 def case_view(uow: UoW, user: PageUser, case_id: int) -> dict[str, Any]:
     """The page's context for this person (NotFound when they may not see the case)."""
     principal = user.principal
-    events = [e for e in case_events(case_id, uow, principal, after=0, limit=1000).items
+    events = [e for e in events_page(case_id, uow, principal, after=0, limit=1000).items
               if e.action not in HIDDEN_EVENTS]
     reviews = list_reviews(case_id, uow, principal)
     objections = list_objections(case_id, uow, principal)

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.deps import AppClock, UoW
 from service.api.routes.cases import pledge_out
 from service.api.routes.inbox import InboxItem
-from service.api.routes.inbox import inbox as inbox_query
+from service.api.routes.inbox import inbox_page_for as inbox_query
 from service.api.schemas import PledgeOut
 from service.clock import Clock
 from service.errors import NotFound, PledgeflowError, Reason
