@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-__all__ = ["start_catcher", "CaughtMail", "read_caught", "MaildirHandler"]
+__all__ = ["start_catcher", "CaughtMail", "read_caught", "count_caught", "MaildirHandler"]
 
 
 class MaildirHandler:
@@ -77,3 +77,8 @@ def read_caught(path: Path, *, limit: int = 200) -> list[CaughtMail]:
     keys = sorted(box.keys(), key=_arrival, reverse=True)[:limit]
     return [CaughtMail(key, parser.parsebytes(box.get_bytes(key)))  # type: ignore[arg-type]
             for key in keys]
+
+
+def count_caught(path: Path) -> int:
+    """How many messages the catcher holds (their files, none of them parsed)."""
+    return len(mailbox.Maildir(path, create=False).keys()) if path.exists() else 0

@@ -3,12 +3,15 @@ act "as of" any date. Calendar dates are read in the campaign's time zone (Asia/
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-__all__ = ["Clock", "SystemClock", "FixedClock", "CAMPAIGN_TZ", "start_of_day", "local_date"]
+__all__ = ["Clock", "SystemClock", "FixedClock", "SharedClock", "CAMPAIGN_TZ", "start_of_day",
+           "local_date"]
 
 CAMPAIGN_TZ = ZoneInfo("Asia/Shanghai")
 
@@ -42,6 +45,32 @@ class FixedClock:
     def advance(self, **kwargs: float) -> None:
         """Move forward by a timedelta's keyword arguments, e.g. ``advance(days=3)``."""
         self.current += timedelta(**kwargs)
+
+
+class SharedClock:
+    """A FixedClock that processes share through a small file: the demo moves it, the service
+    it runs in a process of its own reads it. ``set`` replaces the file whole (write, then
+    rename), so a reader sees the old instant or the new one, never a mix."""
+
+    def __init__(self, path: Path, start: datetime | None = None) -> None:
+        self.path = path
+        if start is not None or not path.exists():
+            self.set(start or datetime.now(UTC))
+
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.path.read_text(encoding="ascii"))
+
+    def set(self, when: datetime | date) -> None:
+        """Jump to an instant, or to the start of a campaign-calendar day."""
+        instant = start_of_day(when) if not isinstance(when, datetime) else when
+        if instant.tzinfo is None:
+            raise ValueError(f"a shared clock needs an aware instant, not {instant!r}")
+        scratch = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        scratch.write_text(instant.isoformat(), encoding="ascii")
+        os.replace(scratch, self.path)
+
+    def advance(self, **kwargs: float) -> None:
+        self.set(self.now() + timedelta(**kwargs))
 
 
 def start_of_day(day: date, tz: ZoneInfo = CAMPAIGN_TZ) -> datetime:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from models import Notification
-from notifications.catcher import start_catcher
+from notifications.catcher import count_caught, read_caught, start_catcher
 from notifications.dispatcher import Dispatcher, DispatchPolicy
 from notifications.smtp import SmtpTarget
 from service.api.app import create_app
@@ -59,11 +59,13 @@ def caught(fresh_db: Database, tmp_path: Path) -> Iterator[tuple[TestClient, Pat
 
 def test_the_mailbox_lists_what_was_caught_and_its_links_work(
         caught: tuple[TestClient, Path]) -> None:
-    client, _ = caught
+    client, maildir = caught
     listing = client.get("/dev/mail")
     assert listing.status_code == 200, listing.text
     keys = MAIL_KEY.findall(listing.text)
     assert keys, listing.text
+    assert count_caught(maildir) == len(set(keys)) == len(read_caught(maildir))
+    assert count_caught(maildir / "nothing-here") == 0
     assert "office.admin@example.org" in listing.text  # the superior told of the submission
 
     views = [client.get(f"/dev/mail/{key}") for key in keys]

@@ -2,8 +2,9 @@
 
 A fresh SQLite database under ``var/demo/`` (wiped first), migrated and seeded with the
 notice's data and the demo people; the real app (``create_app``, with its outbox dispatcher)
-under uvicorn on a free loopback port in a thread; the local mail catcher on a free port as its
-SMTP server; and one ``FixedClock`` shared by the app and the dispatcher, which this module
+under uvicorn on a free loopback port, in a process of its own (``service_process``: the
+service gets a core to itself); the local mail catcher on a free port as its SMTP server; and
+one ``SharedClock`` (a small file) read by the service and its dispatcher, which this module
 steps through each period's calendar.
 
 Between the clock's steps **people act through the JSON API** with their own bearer tokens

@@ -1,6 +1,6 @@
-"""Setting up, running and tearing down ``pledgeflow demo``: a fresh database, the app under
-uvicorn in a thread, the mail catcher, the flows, and ``run_demo``, which replays the periods
-and reports."""
+"""Setting up, running and tearing down ``pledgeflow demo``: a fresh database, the service in a
+process of its own (``service_process``), the mail catcher, the flows, and ``run_demo``, which
+replays the periods and reports. ``serving`` runs an app under uvicorn in a thread, for tests."""
 
 from __future__ import annotations
 
@@ -122,12 +122,6 @@ def _audit(factory: Any) -> str:
         f"BROKEN at event {broken.seq}: {broken.problem}"
 
 
-def _count_caught(mail_dir: Path) -> int:
-    from notifications.catcher import read_caught
-
-    return len(read_caught(mail_dir, limit=10**6))
-
-
 def run_demo(var: Path = Path("var/demo"), *, periods: int = 3, prefect: bool = False,
              echo: Callable[[str], None] = print) -> DemoReport:
     """Replay the seed's campaign (``periods`` of its three periods) and report; everything it
@@ -135,11 +129,11 @@ def run_demo(var: Path = Path("var/demo"), *, periods: int = 3, prefect: bool = 
     started = time.perf_counter()
     from flows import client as flow_client
     from models import Account
-    from notifications.catcher import start_catcher
+    from notifications.catcher import count_caught, start_catcher
     from service import accounts, migrate
-    from service.api.app import create_app
-    from service.clock import CAMPAIGN_TZ, FixedClock
+    from service.clock import CAMPAIGN_TZ, SharedClock
     from service.db import make_engine, make_session_factory
+    from service.demo.service_process import serving_process
     from service.seed import seed
     from service.settings import Settings
 
@@ -151,17 +145,21 @@ def run_demo(var: Path = Path("var/demo"), *, periods: int = 3, prefect: bool = 
     migrate.upgrade(url)
     engine = make_engine(url)
     factory = make_session_factory(engine)
-    clock = FixedClock(datetime(2010, 5, 31, 9, tzinfo=CAMPAIGN_TZ))
-    with factory() as session, session.begin():
-        seed(session, demo=True)
-        flow_token, _ = accounts.create_token(session, name="demo flows", now=clock.now(),
-                                              flow_name=FLOW_NAME)
-        tokens: dict[int, str] = {}
-        for account_id, person_id in session.execute(sa.select(Account.id, Account.person_id)):
-            tokens[person_id] = accounts.create_token(session, name="demo", now=clock.now(),
-                                                      account_id=account_id)[0]
-        office = _office_admin(session)
-    flows = _flow_functions(prefect)
+    clock = SharedClock(var / "clock", datetime(2010, 5, 31, 9, tzinfo=CAMPAIGN_TZ))
+    setup: dict[str, Any] = {}
+
+    def seed_and_sign_in() -> None:  # while the service process starts (~3 s of imports)
+        with factory() as session, session.begin():
+            seed(session, demo=True)
+            setup["flow_token"], _ = accounts.create_token(
+                session, name="demo flows", now=clock.now(), flow_name=FLOW_NAME)
+            setup["tokens"] = {person_id: accounts.create_token(
+                session, name="demo", now=clock.now(), account_id=account_id)[0]
+                for account_id, person_id in session.execute(
+                    sa.select(Account.id, Account.person_id))}
+            setup["office"] = _office_admin(session)
+        setup["flows"] = _flow_functions(prefect)
+
     smtp_port = free_port()
     catcher = start_catcher(mail_dir, port=smtp_port)
     reports: list[PeriodReport] = []
@@ -169,15 +167,10 @@ def run_demo(var: Path = Path("var/demo"), *, periods: int = 3, prefect: bool = 
                         else DEMO_FLOW_MODE, url, mail_dir)
     try:
         settings = Settings(database_url=url, dispatcher=True, mail_catcher_dir=str(mail_dir),
-                            smtp_url=f"smtp://127.0.0.1:{smtp_port}", service_token=flow_token)
-
-        def make_app(base_url: str) -> Any:  # links in the emails point at this service
-            app = create_app(settings.model_copy(update={"base_url": base_url}), clock=clock)
-            _throwaway_durability(app.state.engine)
-            return app
-
-        with serving(make_app) as base_url, \
-                flow_client.override(base_url=base_url, token=flow_token):
+                            smtp_url=f"smtp://127.0.0.1:{smtp_port}")
+        with serving_process(settings, clock, meanwhile=seed_and_sign_in) as base_url, \
+                flow_client.override(base_url=base_url, token=setup["flow_token"]):
+            tokens, office, flows = setup["tokens"], setup["office"], setup["flows"]
             people = People(base_url, tokens)
             try:
                 demo = Demo(factory, clock, people, office, flows, echo)
@@ -192,7 +185,7 @@ def run_demo(var: Path = Path("var/demo"), *, periods: int = 3, prefect: bool = 
                     pr.people_requests = people.requests - before
                     pr.refused = people.refused - refused
                     _drain_outbox(factory, clock)
-                    sent, caught = _sent_by_template(factory), _count_caught(mail_dir)
+                    sent, caught = _sent_by_template(factory), count_caught(mail_dir)
                     pr.emails, pr.caught = sent - sent_before, caught - caught_before
                     sent_before, caught_before = sent, caught
                     pr.by_state = _state_counts(factory, period["code"])
@@ -204,7 +197,7 @@ def run_demo(var: Path = Path("var/demo"), *, periods: int = 3, prefect: bool = 
     finally:
         catcher.stop()
         engine.dispose()
-    report.total_caught = _count_caught(mail_dir)
+    report.total_caught = count_caught(mail_dir)
     final_engine = make_engine(url)
     try:
         report.audit = _audit(make_session_factory(final_engine))
@@ -215,24 +208,6 @@ def run_demo(var: Path = Path("var/demo"), *, periods: int = 3, prefect: bool = 
     echo(f"audit verify: {report.audit}")
     echo(f"total wall time: {report.seconds:.1f} s (flows called {report.flow_mode})")
     return report
-
-
-def _throwaway_durability(engine: sa.Engine) -> None:
-    """The demo's database is thrown away: commit without waiting for the disk.
-
-    The service runs SQLite with ``synchronous=FULL`` (an fsync per commit, ~17 ms on the dev
-    box), and every request commits at least once under SQLite's single write lock — which made
-    a period take ~160 s. In WAL mode ``synchronous=NORMAL`` is still safe against a crash of
-    the process (only a power cut may lose the last commits), and that is fine for a replay.
-    Added after the service's own connect hook, so it wins; the service itself is unchanged."""
-    if engine.dialect.name != "sqlite":
-        return
-
-    @sa.event.listens_for(engine, "connect")
-    def _normal_sync(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
 
 
 def _office_admin(session: Any) -> int:
