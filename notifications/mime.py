@@ -2,13 +2,14 @@
 
 The dispatcher sends thousands of emails that differ only in recipient, Message-ID and link
 tokens. Building each as an ``EmailMessage`` and flattening it through ``email.generator``
-cost ~1.5 ms of CPU an email — more than rendering it — because the standard library parses
-every header value into a token tree and, for each body, tries both quoted-printable and
-base64 to pick the shorter. This module writes the same message directly with the standard
-library's encoders: headers as RFC 2047 encoded words (``email.header.Header``, cached for the
-values that repeat), bodies in base64 (``base64``; UTF-8 Chinese text is no longer in base64
-than in quoted-printable). Every line is CRLF-terminated and 7-bit; a recipient address that is
-not ASCII is written as UTF-8 (RFC 6532) and flagged, so the sender asks for SMTPUTF8.
+cost ~1 ms of CPU an email even with parsed headers cached (3.9 ms without) — more than
+rendering it — because the standard library parses every header value into a token tree and,
+for each body, tries both quoted-printable and base64 to pick the shorter. This module writes
+the same message directly (0.04–0.08 ms): the subject as RFC 2047 base64 encoded words, the
+configured sender through ``email.header.Header`` once, bodies in base64 (UTF-8 Chinese text
+is no longer in base64 than in quoted-printable). Every line is CRLF-terminated and 7-bit; a
+recipient address that is not ASCII is written as UTF-8 (RFC 6532) and flagged, so the sender
+asks for SMTPUTF8.
 
 tests/test_mime.py checks that the standard parser reads these bytes as it reads the
 ``EmailMessage`` they replace: the same headers, the same decoded text and HTML.
