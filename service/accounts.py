@@ -149,11 +149,14 @@ def principal_for_session(session: Session, token: str, now: datetime) -> Princi
 
 
 def principal_for_token(session: Session, token: str) -> Principal | None:
-    """The person or flow behind a bearer token, or None when unknown or revoked."""
+    """The person or flow behind a bearer token, or None when unknown, revoked, or its
+    account is deactivated."""
     row = session.execute(
         sa.select(ApiToken.account_id, ApiToken.flow_name, Account.person_id)
         .outerjoin(Account, Account.id == ApiToken.account_id)
-        .where(ApiToken.token_hash == hash_secret(token), ApiToken.revoked_at.is_(None))).first()
+        .where(ApiToken.token_hash == hash_secret(token), ApiToken.revoked_at.is_(None),
+               # a person's token dies with their account, as their sessions do
+               sa.or_(ApiToken.account_id.is_(None), Account.active.is_(True)))).first()
     if row is None:
         return None
     if row.flow_name:

@@ -299,6 +299,21 @@ def test_api_tokens_are_shown_once_stored_hashed_listed_and_revocable(api):
     assert len(revoked) == 2  # the second token lives on
 
 
+def test_a_deactivated_accounts_token_no_longer_signs_anyone_in(api):
+    user = "post.b1.m3"
+    bearer = ac.bearer(api.db, user)
+    client = api.new_client()
+    assert client.get(ME, headers=bearer).json()["via"] == "token"
+    with api.db.factory() as session, session.begin():
+        session.get_one(Account, account(api, user).id).active = False
+    try:
+        assert_problem(client.get(ME, headers=bearer), 401, "unauthenticated")
+    finally:
+        with api.db.factory() as session, session.begin():
+            session.get_one(Account, account(api, user).id).active = True
+    assert client.get(ME, headers=bearer).json()["via"] == "token"
+
+
 def test_a_malformed_or_unknown_authorization_header_is_401_never_anonymous(api):
     for value in ("Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token abc", "Bearerabc",
                   "Bearer not-a-token-we-issued"):
