@@ -14,7 +14,6 @@ the demo however the demo ends.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -117,5 +116,4 @@ def _main(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     _main(int(sys.argv[1]))
