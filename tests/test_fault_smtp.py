@@ -96,8 +96,11 @@ def test_sixty_seconds_without_smtp_loses_no_notification(
           f"all delivered {recovered_in:.1f} s after the server came back; "
           f"statuses {dict(Counter(s for s, _, _ in final.values()))}")
     assert len(new) >= DURING, f"expected an email per approval: {len(new)}"
-    assert all(status == "pending" for status, _, _ in in_outage.values()), \
-        "a notification was given up during the outage"
+    # Given up would be "dead" or "dropped"; a row is "sending" while a pass holds it (the
+    # snapshot can fall in the middle of one), "pending" between passes.
+    outage_statuses = Counter(s for s, _, _ in in_outage.values())
+    assert set(outage_statuses) <= {"pending", "sending"}, \
+        f"a notification was given up during the outage: {dict(outage_statuses)}"
     assert all(a >= 1 for a in attempts_in_outage), "the outage went unnoticed"
     lost = {mid: row for mid, row in final.items() if row[0] != "sent"}
     assert not lost, f"{len(lost)} notifications not delivered: {list(lost.items())[:5]}"
