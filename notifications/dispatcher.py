@@ -5,10 +5,11 @@ One pass (``run_once``):
 1. **claim** due rows in a short transaction — ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
    two dispatchers never take the same row; a claim is a lease (``next_attempt_at`` moves
    ahead), so a row whose dispatcher died is taken again later, with the same Message-ID;
-   rows whose case has moved past what they ask for are **dropped**; the rest are rendered
-   with fresh action-link tokens, and the links of those that rendered are written, with
-   their history events, in a few set-based statements at the end (so the chain head is
-   locked only for the last moments of the claim, not while 200 emails render);
+   rows whose case has moved past what they ask for are **dropped**. The rest are rendered
+   with fresh action-link tokens outside any transaction, and the links of those that
+   rendered are written, with their history events, in a second short transaction of a few
+   set-based statements (so neither the chain head nor SQLite's one write lock is held
+   while 200 emails render);
 2. **send** over a few reused SMTP connections, outside any transaction;
 3. **record** each result: sent; transient failure → retry with exponential backoff and
    jitter, dead after ``max_attempts``; permanent (5xx) → dead.
@@ -136,7 +137,38 @@ class Dispatcher:
     # --- 1. claim ------------------------------------------------------------------------------
 
     def _claim(self, report: PassReport) -> list[tuple[int, mime.Outgoing]]:
+        """Take a batch, render it outside any transaction, then store its links: on SQLite
+        the write lock is held only for the two short writes, not while 200 emails render."""
         now = self.clock.now()
+        rows, cases = self._take(report, now)
+        prepared, minted, failed = [], [], {}
+        rendered: dict[tuple, tuple[list[str], RenderedEmail]] = {}
+        for row in rows:
+            mints: list[links.Mint] = []
+            try:
+                message = self._message(row, now, mints, rendered)
+            except Exception as exc:  # one bad row must not hold up the whole outbox
+                log.exception("notification %s cannot be rendered", row.id)
+                failed[row.id] = f"cannot render: {exc}"[:1000]
+                report.dead += 1
+                report.errors[row.id] = str(exc)
+                continue  # its links are never written
+            minted += mints
+            prepared.append((row.id, message))
+        if minted or failed:
+            with self.factory() as session, session.begin():
+                links.issue_many(session, minted, now=now, expiry=self.policy.link_expiry,
+                                 period_of={cid: case.period_id for cid, case in cases.items()})
+                for row_id, error in failed.items():
+                    session.execute(sa.update(Notification).where(Notification.id == row_id)
+                                    .values(status="dead", last_error=error))
+        return prepared
+
+    def _take(self, report: PassReport, now: datetime
+              ) -> tuple[list[Notification], dict[int, sa.Row[Any]]]:
+        """The claim itself, one short transaction: due rows become "sending" under a lease
+        (a row whose dispatcher dies before sending is taken again once it runs out); rows
+        whose case has moved on are dropped. Returns the rows to send and their cases."""
         with self.factory() as session, session.begin():
             # "sending" rows past their lease belong to a dispatcher that died mid-pass.
             query = (sa.select(Notification).where(
@@ -148,8 +180,7 @@ class Dispatcher:
             rows = list(session.scalars(query))
             report.claimed = len(rows)
             cases = self._cases(session, rows)
-            prepared, minted = [], []
-            rendered: dict[tuple, tuple[list[str], RenderedEmail]] = {}
+            taken = []
             for row in rows:
                 if self._obsolete(row, cases):
                     row.status, row.last_error = "dropped", "the case moved on before sending"
@@ -157,20 +188,8 @@ class Dispatcher:
                     continue
                 row.status, row.attempts = "sending", row.attempts + 1
                 row.next_attempt_at = now + self.policy.lease
-                mints: list[links.Mint] = []
-                try:
-                    message = self._message(row, now, mints, rendered)
-                except Exception as exc:  # one bad row must not hold up the whole outbox
-                    log.exception("notification %s cannot be rendered", row.id)
-                    row.status, row.last_error = "dead", f"cannot render: {exc}"[:1000]
-                    report.dead += 1
-                    report.errors[row.id] = str(exc)
-                    continue  # its links are never written
-                minted += mints
-                prepared.append((row.id, message))
-            links.issue_many(session, minted, now=now, expiry=self.policy.link_expiry,
-                             period_of={cid: case.period_id for cid, case in cases.items()})
-            return prepared
+                taken.append(row)
+        return taken, cases
 
     @staticmethod
     def _cases(session: Session, rows: list[Notification]) -> dict[int, sa.Row[Any]]:

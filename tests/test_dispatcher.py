@@ -397,6 +397,52 @@ def test_a_dispatcher_that_dies_after_claiming_is_taken_over_with_the_same_messa
         str(smtp_servers.parse(m.data)["Message-ID"]) for _, m in claimed}
 
 
+def test_a_dispatcher_that_dies_before_writing_its_links_leaves_none(world: World,
+                                                                     smtp: Servers) -> None:
+    """Killed between the claim and the second transaction (while rendering): the rows wait
+    out their lease as "sending", no link of the dead pass exists, and the heir's work."""
+    server = smtp.recording()
+    case_id = world.submit()
+    taken, _ = world.dispatcher(server.url)._take(PassReport(), world.clock.now())
+    assert len(taken) == 2
+    with world.db.factory() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(ActionLink).where(
+            ActionLink.case_id == case_id)) == 0
+
+    heir = world.dispatcher(server.url)
+    world.clock.advance(seconds=LEASE.total_seconds() + 1)
+    assert run(heir).sent == 2
+    assert {(r.status, r.attempts) for r in world.rows()} == {("sent", 2)}
+    with world.db.factory() as s:  # approve and return, for each of the two superiors
+        assert s.scalar(sa.select(sa.func.count()).select_from(ActionLink).where(
+            ActionLink.case_id == case_id, ActionLink.superseded_at.is_(None))) == 4
+
+
+def test_the_service_writes_while_the_dispatcher_renders(world: World, smtp: Servers,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering happens outside the claim's transaction: a decision recorded meanwhile
+    commits at once (on SQLite it used to wait for the whole batch to render, holding the
+    database's one write lock)."""
+    import notifications.dispatcher as dispatcher_module
+
+    server = smtp.recording()
+    world.submit()
+    finished: list[int] = []
+    real_render = dispatcher_module.render
+
+    def render_while_someone_decides(*args: Any, **kwargs: Any) -> Any:
+        if not finished:
+            decide = threading.Thread(target=lambda: finished.append(world.submit("post")))
+            decide.start()
+            decide.join(timeout=10)
+            assert finished, "a decision could not commit while the dispatcher rendered"
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher_module, "render", render_while_someone_decides)
+    report = run(world.dispatcher(server.url))
+    assert finished and report.sent == 2, report.errors
+
+
 def test_a_dispatcher_that_dies_after_sending_causes_a_recognisable_re_send(
         world: World, smtp: Servers) -> None:
     """Sent, but killed before recording it: the heir sends again — with the same Message-ID,
@@ -555,6 +601,37 @@ def test_a_notification_that_cannot_be_rendered_is_dead_and_holds_up_nothing(
             ActionLink.notification_id == bad.id)) == 0
         assert s.scalar(sa.select(sa.func.count()).select_from(ActionLink).where(
             ActionLink.case_id == case_id, ActionLink.superseded_at.is_(None))) == 4
+
+# --- `pledgeflow dispatch`: the dispatcher in a process of its own ----------------------------
+
+def test_pledgeflow_dispatch_delivers_the_outbox_and_stops_on_sigterm(world: World,
+                                                                      smtp: Servers) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    server = smtp.recording()
+    world.submit()
+    env = {**os.environ, "PLEDGEFLOW_DATABASE_URL": world.db.url,
+           "PLEDGEFLOW_SMTP_URL": server.url, "PLEDGEFLOW_BASE_URL": BASE_URL}
+    child = subprocess.Popen([sys.executable, "-m", "service.cli", "dispatch"], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(server.messages) < 2 and time.monotonic() < deadline \
+                and child.poll() is None:
+            time.sleep(0.1)
+        while {r.status for r in world.rows()} != {"sent"} and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 0, stderr
+    assert "delivering the outbox" in stderr
+    assert server.recorder.message_ids() == Counter(ids(world.rows()))
+    assert {r.status for r in world.rows()} == {"sent"}
+
 
 # --- reminders, batched per recipient per day --------------------------------------------------
 
