@@ -233,6 +233,34 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
                 loop="uvloop", http="httptools", proxy_headers=False, access_log=False)
 
 
+@app.command()
+def dispatch() -> None:
+    """Deliver the outbox on its own until stopped (Ctrl-C or SIGTERM): beside a service run
+    with PLEDGEFLOW_DISPATCHER=false, or as more dispatchers on PostgreSQL."""
+    import asyncio
+    import signal
+
+    from notifications.dispatcher import Dispatcher
+    from service.db import make_engine, make_session_factory
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    dispatcher = Dispatcher.from_settings(settings, make_session_factory(engine), SystemClock())
+
+    async def deliver() -> None:
+        stop, loop = asyncio.Event(), asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        typer.echo(f"delivering the outbox to {dispatcher.smtp.host}:{dispatcher.smtp.port}; "
+                   "Ctrl-C stops", err=True)
+        await dispatcher.run_forever(stop)
+
+    try:
+        asyncio.run(deliver())
+    finally:
+        engine.dispose()
+
+
 @users_app.command("create")
 def users_create(
     email: str = typer.Option(..., help="The person's e-mail address (the person must exist)."),

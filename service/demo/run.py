@@ -133,7 +133,7 @@ def run_demo(var: Path = Path("var/demo"), *, periods: int = 3, prefect: bool = 
     from service import accounts, migrate
     from service.clock import CAMPAIGN_TZ, SharedClock
     from service.db import make_engine, make_session_factory
-    from service.demo.service_process import serving_process
+    from service.demo.service_process import dispatching_process, serving_process
     from service.seed import seed
     from service.settings import Settings
 
@@ -166,9 +166,12 @@ def run_demo(var: Path = Path("var/demo"), *, periods: int = 3, prefect: bool = 
     report = DemoReport(reports, "as Prefect flow runs (ephemeral server)" if prefect
                         else DEMO_FLOW_MODE, url, mail_dir)
     try:
-        settings = Settings(database_url=url, dispatcher=True, mail_catcher_dir=str(mail_dir),
+        # The service and its outbox dispatcher in processes of their own (as with
+        # `pledgeflow serve` beside `pledgeflow dispatch`): each has a core's interpreter.
+        settings = Settings(database_url=url, dispatcher=False, mail_catcher_dir=str(mail_dir),
                             smtp_url=f"smtp://127.0.0.1:{smtp_port}")
         with serving_process(settings, clock, meanwhile=seed_and_sign_in) as base_url, \
+                dispatching_process(settings.model_copy(update={"base_url": base_url}), clock), \
                 flow_client.override(base_url=base_url, token=setup["flow_token"]):
             tokens, office, flows = setup["tokens"], setup["office"], setup["flows"]
             people = People(base_url, tokens)

@@ -1,14 +1,18 @@
-"""The demo's service in a process of its own, on a clock the demo moves.
+"""The demo's service and its outbox dispatcher, each in a process of its own, on a clock the
+demo moves.
 
 The demo used to run the app under uvicorn in a thread of its own process. Everything then
 shared one interpreter lock — the people's HTTP clients, the flows, the mail catcher, uvicorn,
 the request threads and the outbox dispatcher — so a replay used at most one of the machine's
-two cores (a period took 67–69 s that way, 40–44 s this way, on the same machine the same day:
-docs/benchmarks.md, "The whole-campaign demo"). Here the service runs as ``python -m
-service.demo.service_process``: the app ``create_app`` builds, with its dispatcher, under
-uvicorn (uvloop, httptools), on a socket the parent bound, reading the time from the demo's
-``SharedClock``. It gets its settings on stdin and stops when stdin closes, so it ends with
-the demo however the demo ends.
+two cores (a period took 67–69 s that way, 40–44 s with the service in a process of its own,
+on the same machine the same day: docs/benchmarks.md, "The whole-campaign demo"). Rendering and
+sending ~2,000 emails a period then took ~14% of the service's interpreter, so the dispatcher
+has a process of its own too (as ``pledgeflow dispatch`` beside a service run with
+``dispatcher=False``). Here ``python -m service.demo.service_process serve FD`` runs the app
+``create_app`` builds under uvicorn (uvloop, httptools) on a socket the parent bound, and
+``… dispatch`` runs ``Dispatcher.run_forever``; both read the time from the demo's
+``SharedClock``, get their settings on stdin and stop when stdin closes, so they end with the
+demo however the demo ends.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import sqlalchemy as sa
 from service.clock import SharedClock
 from service.settings import Settings
 
-__all__ = ["serving_process"]
+__all__ = ["serving_process", "dispatching_process"]
 
 
 @contextmanager
@@ -43,15 +47,8 @@ def serving_process(settings: Settings, clock: SharedClock, *, timeout: float = 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        child = subprocess.Popen(
-            [sys.executable, "-m", "service.demo.service_process", str(sock.fileno())],
-            stdin=subprocess.PIPE, pass_fds=[sock.fileno()])
-        assert child.stdin is not None
-        try:
-            child.stdin.write(json.dumps({
-                "settings": settings.model_copy(update={"base_url": base_url})
-                .model_dump(mode="json"), "clock": str(clock.path)}).encode() + b"\n")
-            child.stdin.flush()
+        with _child(["serve", str(sock.fileno())], settings.model_copy(
+                update={"base_url": base_url}), clock, pass_fds=[sock.fileno()]) as child:
             if meanwhile is not None:
                 meanwhile()
             deadline = time.monotonic() + timeout
@@ -67,14 +64,38 @@ def serving_process(settings: Settings, clock: SharedClock, *, timeout: float = 
                     raise RuntimeError(f"the demo's service did not answer within {timeout:.0f} s")
                 time.sleep(0.05)
             yield base_url
-        finally:
-            child.stdin.close()  # the child's signal to stop
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-                raise RuntimeError("the demo's service did not stop within 30 s") from None
+
+
+@contextmanager
+def dispatching_process(settings: Settings, clock: SharedClock) -> Iterator[None]:
+    """Run the outbox dispatcher for ``settings`` in a child process of its own (as
+    ``pledgeflow dispatch`` does, on the demo's clock) until exit."""
+    with _child(["dispatch"], settings, clock):
+        yield
+
+
+@contextmanager
+def _child(args: list[str], settings: Settings, clock: SharedClock, *,
+           pass_fds: list[int] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m service.demo.service_process ARGS``, given its settings on stdin; stopped
+    on exit by closing stdin (and killed if it does not stop within 30 s)."""
+    child = subprocess.Popen([sys.executable, "-m", "service.demo.service_process", *args],
+                             stdin=subprocess.PIPE, pass_fds=pass_fds or [])
+    assert child.stdin is not None
+    try:
+        child.stdin.write(json.dumps({"settings": settings.model_dump(mode="json"),
+                                      "clock": str(clock.path)}).encode() + b"\n")
+        child.stdin.flush()
+        yield child
+    finally:
+        child.stdin.close()  # the child's signal to stop
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise RuntimeError(f"the demo's {args[0]} process did not stop within 30 s"
+                               ) from None
 
 
 def _throwaway_durability(engine: sa.Engine) -> None:
@@ -95,14 +116,12 @@ def _throwaway_durability(engine: sa.Engine) -> None:
         cursor.close()
 
 
-def _main(fd: int) -> None:
+def _serve(settings: Settings, clock: SharedClock, fd: int) -> None:
     import uvicorn
 
     from service.api.app import create_app
 
-    given = json.loads(sys.stdin.readline())
-    app = create_app(Settings.model_validate(given["settings"]),
-                     clock=SharedClock(Path(given["clock"])))
+    app = create_app(settings, clock=clock)
     _throwaway_durability(app.state.engine)
     server = uvicorn.Server(uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
                                            log_level="warning", access_log=False))
@@ -115,5 +134,39 @@ def _main(fd: int) -> None:
     server.run(sockets=[socket.socket(fileno=fd)])
 
 
+def _dispatch(settings: Settings, clock: SharedClock) -> None:
+    import asyncio
+
+    import uvloop
+
+    from notifications.dispatcher import Dispatcher
+    from service.db import make_engine, make_session_factory
+
+    engine = make_engine(settings.database_url)
+    _throwaway_durability(engine)
+    dispatcher = Dispatcher.from_settings(settings, make_session_factory(engine), clock)
+
+    async def deliver() -> None:
+        stop, loop = asyncio.Event(), asyncio.get_running_loop()
+        threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)),
+                         daemon=True).start()
+        await dispatcher.run_forever(stop)
+
+    try:
+        uvloop.run(deliver())
+    finally:
+        engine.dispose()
+
+
+def _main(args: list[str]) -> None:
+    given = json.loads(sys.stdin.readline())
+    settings = Settings.model_validate(given["settings"])
+    clock = SharedClock(Path(given["clock"]))
+    if args[0] == "serve":
+        _serve(settings, clock, int(args[1]))
+    else:
+        _dispatch(settings, clock)
+
+
 if __name__ == "__main__":
-    _main(int(sys.argv[1]))
+    _main(sys.argv[1:])
