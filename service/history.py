@@ -76,16 +76,25 @@ def event_hash(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical({k: fields[k] for k in HASHED_FIELDS})).hexdigest()
 
 
-def _lock_head(session: Session) -> ChainHead:
-    query = sa.select(ChainHead).where(ChainHead.id == 1).with_for_update()
-    head_row = session.scalars(query).first()
+# The head row in plain statements on the session's connection (no ORM object, no ORM
+# execution path: they run on every transition).
+_HEAD = sa.select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1)
+_LOCK_HEAD = _HEAD.with_for_update()
+_MOVE_HEAD = sa.update(ChainHead).where(ChainHead.id == 1)
+
+
+def _lock_head(session: Session) -> tuple[int, str]:
+    """Lock the head row until commit; where the chain ends now (seq, hash)."""
+    connection = session.connection()
+    head_row = connection.execute(_LOCK_HEAD).first()
     if head_row is None:
         # The very first appends may race: create the row if nobody has, then lock it.
-        insert = (postgresql.insert if session.get_bind().dialect.name == "postgresql"
+        insert = (postgresql.insert if connection.dialect.name == "postgresql"
                   else sqlite.insert)(ChainHead)
-        session.execute(insert.values(id=1, seq=0, hash=GENESIS_HASH).on_conflict_do_nothing())
-        head_row = session.scalars(query).one()
-    return head_row
+        connection.execute(insert.values(id=1, seq=0, hash=GENESIS_HASH)
+                           .on_conflict_do_nothing())
+        head_row = connection.execute(_LOCK_HEAD).one()
+    return head_row.seq, head_row.hash
 
 
 def append(session: Session, draft: EventDraft) -> Event:
@@ -115,10 +124,9 @@ def append_bulk(session: Session, drafts: Iterable[EventDraft], *,
 
 def _append(session: Session, drafts: Iterable[EventDraft], count: int,
             keep: list[dict[str, Any]] | None = None) -> int:
-    head_row = _lock_head(session)
+    tip = list(_lock_head(session))  # where the chain ends, as the rows are made
     if not count:
         return 0
-    tip = [head_row.seq, head_row.hash]  # where the chain ends, as the rows are made
 
     def rows() -> Iterator[dict[str, Any]]:
         seq, prev = tip
@@ -146,8 +154,7 @@ def _append(session: Session, drafts: Iterable[EventDraft], count: int,
         tip[:] = seq, prev
 
     insert_rows(session, sa.insert(Event), rows(), count=count)
-    head_row.seq, head_row.hash = tip
-    session.flush()
+    session.connection().execute(_MOVE_HEAD.values(seq=tip[0], hash=tip[1]))
     return count
 
 
@@ -169,9 +176,9 @@ def insert_rows(session: Session, insert: sa.Insert, rows: Iterable[dict[str, An
         return
     session.flush()  # rows may refer to what the session has pending
     if session.get_bind().dialect.name != "postgresql" or count < COPY_FROM:
-        it = iter(rows)
+        connection, it = session.connection(), iter(rows)  # plain rows: no ORM bulk path
         while chunk := list(itertools.islice(it, BATCH)):
-            session.execute(insert, chunk)
+            connection.execute(insert, chunk)
         return
     _copy(session, insert.table, iter(rows))
 
@@ -213,7 +220,7 @@ def _copy(session: Session, table: Any, rows: Iterator[dict[str, Any]]) -> None:
 
 def head(session: Session) -> tuple[int, str]:
     """The newest event's sequence number and hash ((0, genesis) when empty)."""
-    row = session.get(ChainHead, 1)
+    row = session.execute(_HEAD).first()
     return (row.seq, row.hash) if row else (0, GENESIS_HASH)
 
 
