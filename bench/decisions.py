@@ -192,20 +192,30 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def parse_wrk(out: str, clients: int) -> Result:
+    """wrk's ``--latency`` report as a Result."""
+    if "Latency Distribution" not in out:
+        raise RuntimeError(f"wrk gave no latency distribution:\n{out}")
+
+    def find(pattern: str) -> str:
+        match = re.search(pattern, out, re.M)
+        if match is None:
+            raise RuntimeError(f"wrk's report has no {pattern!r}:\n{out}")
+        return match.group(1)
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    # Anchored at the line's start: "72.50%" in the thread stats would match a bare "50%".
+    return Result(clients, float(find(r"Requests/sec:\s+([\d.]+)")),
+                  _ms(find(r"^\s+50%\s+(\S+)")), _ms(find(r"^\s+99%\s+(\S+)")),
+                  int(errors.group(1)) if errors else 0, int(find(r"(\d+) requests in")))
+
+
 def run_wrk(port: int, script: Path, clients: int, duration: int, offset: int) -> Result:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{duration}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}", "--", str(offset), "1"],
         capture_output=True, text=True, check=True).stdout
-    if "Latency Distribution" not in out:
-        raise RuntimeError(f"wrk gave no latency distribution:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Result(clients, rps, p50, p99, int(errors_match.group(1)) if errors_match else 0,
-                  requests)
+    return parse_wrk(out, clients)
 
 
 PGBENCH_SQL = """\\set id random(1, {n})

@@ -32,7 +32,7 @@ import psycopg
 import sqlalchemy as sa
 
 from bench import decisions
-from bench.decisions import Result, _ms
+from bench.decisions import Result, parse_wrk
 
 DB_NAME = "pledgeflow_bench_reads"
 TIMELINE_SQL = ("SELECT seq, case_id, period_id, stage, from_status, to_status, action, "
@@ -107,17 +107,7 @@ def run_get(port: int, path: str, token: str | None, clients: int, duration: int
     out = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{duration}s", "--latency", *header,
          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
-    if "Latency Distribution" not in out:
-        raise RuntimeError(f"wrk gave no latency distribution:\n{out}")
-    import re
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    # Anchored: "72.50%" in the thread stats would match a bare "50%".
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Result(clients, rps, p50, p99, int(errors.group(1)) if errors else 0, requests)
+    return parse_wrk(out, clients)
 
 
 def warm_up(port: int, path: str, token: str | None) -> None:
