@@ -70,9 +70,10 @@ def up(host: str = "127.0.0.1", port: int = 8000, smtp_port: int = 8025,
     catcher = start_catcher(mail_dir, port=smtp_port)
     import uvicorn
 
-    from service.api.app import create_app
+    from service.api.app import create_app, freeze_startup_heap
 
     app = create_app(settings)
+    freeze_startup_heap()
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                             access_log=False, log_level="warning")
     server = uvicorn.Server(config)

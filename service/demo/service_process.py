@@ -119,10 +119,11 @@ def _throwaway_durability(engine: sa.Engine) -> None:
 def _serve(settings: Settings, clock: SharedClock, fd: int) -> None:
     import uvicorn
 
-    from service.api.app import create_app
+    from service.api.app import create_app, freeze_startup_heap
 
     app = create_app(settings, clock=clock)
     _throwaway_durability(app.state.engine)
+    freeze_startup_heap()
     server = uvicorn.Server(uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
                                            log_level="warning", access_log=False))
 
