@@ -93,8 +93,8 @@ def freeze_startup_heap() -> None:
     lives as long as the process. ``gc.freeze`` takes it out of the cyclic collector's reach,
     so a full collection scans only what requests left behind: in a worker, 4–7 ms instead of
     70–120 ms, a pause that fell on whichever request triggered it (docs/benchmarks.md,
-    "Fourth session"). Not for tests, which build an app per test: what is frozen is never
-    collected."""
+    "Fourth session"). Not for tests, which build an app per test: a frozen object caught in
+    a reference cycle is never freed."""
     gc.collect()
     gc.freeze()
 
