@@ -7,11 +7,12 @@ go to the real app on the same database, with the same clock.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 import sqlalchemy as sa
 
-from models import Case, Commendation, EvaluationRound, Event, Organization, Person
+from models import Case, Commendation, EvaluationRound, Event, Organization, Person, Position
 from service import commendation
 from service.clock import FixedClock, start_of_day
 from tests import builders as b
@@ -328,6 +329,62 @@ def test_inbox_reaches_evaluators_and_whoever_resolves_an_objection(fresh_db):
         b.act(s, s.get(Case, voting_id), "cast_ballot", b.actor(s, "supply-marketing.b1.m1"),
               clock, data={"answers": {"political_leadership": "satisfied"}})
     assert _inbox(client, evaluator)["items"] == []  # one ballot per evaluator
+
+
+def test_the_inbox_follows_the_callers_positions_as_they_change(fresh_db):
+    # The inbox keeps its candidate statement per (person, positions): a position gained or
+    # given up must show at once.
+    clock = FixedClock()
+    client = make_client(fresh_db, clock)
+    open_2010(fresh_db, clock)
+    with fresh_db.factory() as s, s.begin():
+        case_id = b.drive(s, b.unit_case(s, "telecom.b1"), ("pledge", "submitted"), clock).id
+        telecom = s.scalar(sa.select(Organization.id).where(Organization.code == "telecom"))
+    person_id = _id_of(fresh_db, "supply-marketing.b1.m2")
+    member = bearer(fresh_db, "supply-marketing.b1.m2")
+    assert case_id not in [i["case"]["id"] for i in _inbox(client, member)["items"]]
+
+    with fresh_db.factory() as s, s.begin():
+        s.add(Position(person_id=person_id, organization_id=telecom, role="deputy"))
+    (item,) = [i for i in _inbox(client, member)["items"] if i["case"]["id"] == case_id]
+    assert set(item["actions"]) == {"approve", "return"}
+
+    with fresh_db.factory() as s, s.begin():
+        s.execute(sa.delete(Position).where(Position.person_id == person_id,
+                                            Position.organization_id == telecom))
+    assert case_id not in [i["case"]["id"] for i in _inbox(client, member)["items"]]
+
+
+def test_the_kept_candidate_statements_hold_up_under_callers_in_many_threads(fresh_db,
+                                                                           monkeypatch):
+    # Requests run in a thread pool; with room for two statements, six callers in six threads
+    # evict each other's all the time. Each must still get exactly their own candidates.
+    from service.accounts import Principal
+    from service.api.routes import inbox
+
+    clock = FixedClock()
+    open_2010(fresh_db, clock)
+    units = ("supply-marketing.b1", "supply-marketing.b2", "telecom.b1", "telecom.b2")
+    with fresh_db.factory() as s, s.begin():
+        for unit in units:  # b1 drafting (a task of the unit), b2 submitted (of the superior)
+            b.drive(s, b.unit_case(s, unit), ("pledge", "drafting" if unit.endswith("b1")
+                                              else "submitted"), clock)
+    people = [_id_of(fresh_db, f"{name}.secretary")
+              for name in ("supply-marketing", "telecom", *units)]
+
+    def candidates(person_id: int) -> list[int]:
+        with fresh_db.factory() as s:
+            return [row.id for row in inbox._candidates(s, Principal(person_id=person_id),
+                                                        person_id)]
+
+    expected = {person_id: candidates(person_id) for person_id in people}
+    assert len({tuple(ids) for ids in expected.values() if ids}) == 4  # four callers differ
+    monkeypatch.setattr(inbox, "_STATEMENTS", {})
+    monkeypatch.setattr(inbox, "_STATEMENTS_KEPT", 2)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        got = list(pool.map(candidates, people * 20))
+    assert got == [expected[person_id] for person_id in people * 20]
+    assert len(inbox._STATEMENTS) <= 2
 
 
 # --- object-level authorization ------------------------------------------------------------------

@@ -20,6 +20,7 @@ nothing waits on it), and resolving objections when no objection is open.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -36,7 +37,7 @@ from models import (
     Person,
     Position,
 )
-from service.accounts import require_person
+from service.accounts import Principal, require_person
 from service.api import problems
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.schemas import CaseOut
@@ -107,7 +108,7 @@ def inbox_page_for(uow: UoW, clock: AppClock, principal: CurrentPrincipal, *, li
     me = require_person(principal)  # 401 anonymous; 403 for a flow (it has no inbox)
     now = clock.now()
     with uow() as session:
-        candidates = _candidates(session, me, case_filter(session, principal))
+        candidates = _candidates(session, principal, me)
         items = _with_tasks(session, candidates, me)
         items.sort(key=lambda it: (not _overdue(it[0].due_at, now), it[0].due_at is None,
                                    it[0].due_at or now, it[0].id))
@@ -126,37 +127,34 @@ def _with_tasks(session: Session, candidates: list[sa.Row], me: int
 
     ``actions_for`` depends on the case only through its state, subject kind, organization,
     whether it is the caller's own member case and whether the caller is assigned to its
-    round; cases alike in all of these share one call. The organization enters only through
-    how it stands to the caller's own organizations (``_relation``), so the hundreds of units
-    below one secretary share a handful of calls rather than one each."""
+    round; cases alike in all of these (and in having an open objection or not) share one
+    call. The organization enters only through how it stands to the caller's own
+    organizations (``_relation``), so the hundreds of units below one secretary share a
+    handful of calls rather than one each."""
     actor = Actor(person_id=me)
     mine = positions_of(session, me)
-    open_objections = set(session.scalars(
-        sa.select(Objection.case_id).where(Objection.status == "open").distinct()))
-    assigned = set(session.scalars(
-        sa.select(EvaluationRound.case_id)
-        .join(EvaluatorAssignment, EvaluatorAssignment.round_id == EvaluationRound.id)
-        .where(EvaluatorAssignment.person_id == me)))
-    memo: dict[tuple, list[str]] = {}
+    mine_ids = {p.organization_id for p in mine}
+    tasks: dict[tuple, list[str] | None] = {}  # per group of alike cases; None: no task
     items: list[tuple[sa.Row, list[str]]] = []
     for row in candidates:
         key = (row.stage, row.status, row.subject_kind,
-               _relation(row.organization_id, row.parent_id, row.path, mine),
-               row.person_id == me, row.id in assigned)
-        if key not in memo:
-            memo[key] = engine.actions_for(session, session.get_one(Case, row.id), actor)
-        actions = [a for a in memo[key] if a not in SCHEDULED and
-                   (a not in RESOLVE or row.id in open_objections)]
-        if any(a not in OPTIONAL for a in actions):
+               _relation(row.organization_id, row.parent_id, row.path, mine, mine_ids),
+               row.person_id == me, row.assigned, row.open_objection)
+        if key not in tasks:
+            actions = [a for a in engine.actions_for(session, session.get_one(Case, row.id), actor)
+                       if a not in SCHEDULED and (a not in RESOLVE or row.open_objection)]
+            tasks[key] = actions if any(a not in OPTIONAL for a in actions) else None
+        if (actions := tasks[key]) is not None:
             items.append((row, actions))
     return items
 
 
-def _relation(org_id: int, parent_id: int | None, path: str, mine: list[Standing]) -> tuple:
-    """How an organization stands to the caller's: all that ``relative_roles`` reads of a
-    case's organization (is it one of theirs, is its parent, does one of theirs contain it).
-    Organizations with the same relation give the caller the same roles."""
-    ids = {p.organization_id for p in mine}
+def _relation(org_id: int, parent_id: int | None, path: str, mine: list[Standing],
+              ids: set[int]) -> tuple:
+    """How an organization stands to the caller's (``ids``: their organizations'): all that
+    ``relative_roles`` reads of a case's organization (is it one of theirs, is its parent, does
+    one of theirs contain it). Organizations with the same relation give the caller the same
+    roles."""
     return (org_id if org_id in ids else None,
             parent_id if parent_id in ids else None,
             tuple(sorted(p.organization_id for p in mine if path.startswith(p.path))))
@@ -190,11 +188,35 @@ def _role_clause(role: str, who: sa.ColumnElement[bool]) -> sa.ColumnElement[boo
                                sa.and_(_in_states(if_objection), has_objection)))
 
 
-def _candidates(session: Session, me: int, visible: sa.ColumnElement[bool]) -> list[sa.Row]:
+def _candidates(session: Session, principal: Principal, me: int) -> list[sa.Row]:
     """Non-closed, visible cases where the caller plausibly has a task (step 1): the columns
     that decide tasks and order (a committee's 300 ORM objects cost more than the query), with
-    where the organization sits (``parent_id``, ``path``) and its names."""
-    positions = positions_of(session, me)
+    where the organization sits (``parent_id``, ``path``) and its names, whether the caller is
+    assigned to the case's round and whether an objection to it is open.
+
+    The statement depends only on the caller and the positions they hold (what is read at
+    execution time, such as rounds and objections, stays in subqueries), so it is built once
+    per (person, positions) and kept: building it and computing its cache key cost more than
+    running it. Run on the connection: plain rows, without the ORM's result machinery."""
+    key = (me, tuple(positions_of(session, me)))
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        statement = _candidates_statement(me, list(key[1]), case_filter(session, principal))
+        with _STATEMENTS_LOCK:  # requests run in a thread pool
+            while len(_STATEMENTS) >= _STATEMENTS_KEPT:
+                _STATEMENTS.pop(next(iter(_STATEMENTS)))  # the oldest
+            _STATEMENTS[key] = statement
+    return session.connection().execute(statement).all()
+
+
+#: Candidate statements by (person, positions), oldest first; one per active caller.
+_STATEMENTS: dict[tuple[int, tuple[Standing, ...]], sa.Select] = {}
+_STATEMENTS_KEPT = 1024
+_STATEMENTS_LOCK = threading.Lock()
+
+
+def _candidates_statement(me: int, positions: list[Standing],
+                          visible: sa.ColumnElement[bool]) -> sa.Select:
     staff = sorted({p.organization_id for p in positions if p.role in UNIT_STAFF})
     is_office = any(p.role == "admin" and p.kind == "campaign_office" for p in positions)
     led = sorted({p.organization_id for p in positions
@@ -212,10 +234,14 @@ def _candidates(session: Session, me: int, visible: sa.ColumnElement[bool]) -> l
     clauses.append(_role_clause("evaluator", Case.id.in_(unvoted)))
     if is_office:
         clauses.append(_role_clause("office", sa.true()))
-    return list(session.execute(
-        sa.select(*_CANDIDATE_COLUMNS)
-        .join(Organization, Organization.id == Case.organization_id)
-        .where(Case.stage != "closed", visible, sa.or_(*clauses)).order_by(Case.id)))
+    assigned = (sa.select(EvaluationRound.case_id)
+                .join(EvaluatorAssignment, EvaluatorAssignment.round_id == EvaluationRound.id)
+                .where(EvaluatorAssignment.person_id == me))
+    open_objection = sa.exists().where(Objection.case_id == Case.id, Objection.status == "open")
+    return (sa.select(*_CANDIDATE_COLUMNS, Case.id.in_(assigned).label("assigned"),
+                      open_objection.label("open_objection"))
+            .join(Organization, Organization.id == Case.organization_id)
+            .where(Case.stage != "closed", visible, sa.or_(*clauses)).order_by(Case.id))
 
 
 _CANDIDATE_COLUMNS = (Case.id, Case.stage, Case.status, Case.subject_kind, Case.organization_id,
