@@ -1,6 +1,6 @@
 """The outbox dispatcher: deliver committed notifications over SMTP, with retries.
 
-One pass (``run_once``):
+One pass (``run_once``; ``run_forever`` claims the next batch while it sends this one):
 
 1. **claim** due rows in a short transaction — ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
    two dispatchers never take the same row; a claim is a lease (``next_attempt_at`` moves
@@ -108,13 +108,30 @@ class Dispatcher:
                        link_expiry=links.expiry_table(settings.link_expiry_days)))
 
     async def run_forever(self, stop: asyncio.Event, *, poll_seconds: float = 1.0) -> None:
-        """Pass after pass until ``stop`` is set; a failing pass is logged, never fatal."""
-        while not stop.is_set():
+        """Pass after pass until ``stop`` is set; a failing pass is logged, never fatal.
+
+        After a full batch, the next one is claimed and rendered in a thread while this one
+        is sent and recorded: its rows are leased by then, so the two batches never share a
+        row, and one batch's database round trips and rendering hide behind the other's SMTP
+        dialogue. A batch claimed when ``stop`` comes is still delivered before returning."""
+        ahead: asyncio.Task[tuple[PassReport, list[tuple[int, mime.Outgoing]]]] | None = None
+        while True:
             try:
-                report = await self.run_once()
+                report, prepared = await (ahead or self._claim_batch())
             except Exception:  # the database may be down for a while: keep trying
                 log.exception("dispatcher pass failed")
-                report = PassReport()
+                report, prepared = PassReport(), []
+            ahead = None
+            if report.claimed >= self.policy.batch and not stop.is_set():
+                ahead = asyncio.create_task(self._claim_batch(), name="outbox-claim-ahead")
+            try:
+                await self._deliver(prepared, report)
+            except Exception:  # its rows stay leased and are taken again after the lease
+                log.exception("dispatcher pass failed")
+            if ahead is not None:
+                continue
+            if stop.is_set():
+                break
             if report.claimed < self.policy.batch:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=poll_seconds)
@@ -126,13 +143,19 @@ class Dispatcher:
 
     async def run_once(self) -> PassReport:
         """Claim, send and record one batch."""
-        report = PassReport()
-        prepared = await asyncio.to_thread(self._claim, report)
-        if not prepared:
-            return report
-        results = await self._send_all(prepared)
-        await asyncio.to_thread(self._record, results, report)
+        report, prepared = await self._claim_batch()
+        await self._deliver(prepared, report)
         return report
+
+    async def _claim_batch(self) -> tuple[PassReport, list[tuple[int, mime.Outgoing]]]:
+        report = PassReport()
+        return report, await asyncio.to_thread(self._claim, report)
+
+    async def _deliver(self, prepared: list[tuple[int, mime.Outgoing]],
+                       report: PassReport) -> None:
+        if prepared:
+            results = await self._send_all(prepared)
+            await asyncio.to_thread(self._record, results, report)
 
     # --- 1. claim ------------------------------------------------------------------------------
 

@@ -527,6 +527,59 @@ def test_two_dispatchers_at_once_on_postgresql_never_send_twice(world: World,
     assert min(sent) > 0, sent  # both really worked, side by side
 
 
+
+def test_run_forever_claims_the_next_batch_while_sending_and_delivers_it_on_stop(
+        world: World, smtp: Servers) -> None:
+    server = smtp.recording()
+
+    def open_pledges(s: Session) -> None:
+        for case in s.scalars(sa.select(Case).where(Case.status == "pending")
+                              .order_by(Case.id)).all():
+            b.act(s, case, "open_pledge", b.FLOW, world.clock)
+    world.do(open_pledges)
+    rows = world.rows()
+    assert len(rows) >= 30, len(rows)
+    dispatcher = world.dispatcher(server.url, batch=7, connections=2)
+    sending, claims_while_sending = threading.Event(), []
+    claim, send_all = dispatcher._claim, dispatcher._send_all
+
+    def watched_claim(report: PassReport) -> Any:
+        claims_while_sending.append(sending.is_set())
+        return claim(report)
+
+    async def watched_send_all(prepared: Any) -> Any:
+        sending.set()
+        try:
+            return await send_all(prepared)
+        finally:
+            sending.clear()
+    dispatcher._claim, dispatcher._send_all = watched_claim, watched_send_all  # type: ignore
+
+    async def until(enough: Callable[[], bool]) -> None:
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            while not enough():
+                await asyncio.sleep(0.005)
+            stop.set()
+        watcher = asyncio.create_task(watch())
+        await dispatcher.run_forever(stop, poll_seconds=0.05)
+        await watcher
+
+    # Stopped as soon as the first email arrives: the batch claimed ahead is still delivered.
+    asyncio.run(asyncio.wait_for(until(lambda: len(server.messages) > 0), timeout=60))
+    after_stop = world.rows()
+    assert "sending" not in {r.status for r in after_stop}
+    sent = {r.message_id for r in after_stop if r.status == "sent"}
+    assert len(sent) >= 14 and server.recorder.message_ids() == Counter(sent)
+    assert {r.attempts for r in after_stop if r.status == "pending"} <= {0}
+
+    asyncio.run(asyncio.wait_for(until(lambda: len(server.messages) >= len(rows)), timeout=60))
+    rows = world.rows()
+    assert {(r.status, r.attempts) for r in rows} == {("sent", 1)}
+    assert server.recorder.message_ids() == Counter(ids(rows))  # each once
+    assert any(claims_while_sending), claims_while_sending
+
 # --- what gets queued, and what gets dropped ---------------------------------------------------
 
 def test_notifications_of_a_case_that_moved_on_are_dropped(world: World,
