@@ -135,33 +135,42 @@ def sign_out(session: Session, token: str, now: datetime) -> None:
                     .values(revoked_at=now))
 
 
-def principal_for_session(session: Session, token: str, now: datetime) -> Principal | None:
-    """The person behind a session cookie, or None when unknown, expired or revoked."""
-    row = session.execute(
-        sa.select(WebSession.account_id, WebSession.csrf_token, Account.person_id)
-        .join(Account, Account.id == WebSession.account_id)
-        .where(WebSession.token_hash == hash_secret(token), WebSession.revoked_at.is_(None),
-               WebSession.expires_at > now, Account.active.is_(True))).first()
+def principal_for_session(db: Session | sa.Connection, token: str, now: datetime
+                          ) -> Principal | None:
+    """The person behind a session cookie, or None when unknown, expired or revoked.
+
+    ``db``: a session, or a plain connection (what a request's sign-in check uses)."""
+    row = db.execute(_SESSION_PRINCIPAL, {"token_hash": hash_secret(token), "now": now}).first()
     if row is None:
         return None
     return Principal(person_id=row.person_id, account_id=row.account_id, via="session",
                      csrf_token=row.csrf_token)
 
 
-def principal_for_token(session: Session, token: str) -> Principal | None:
+def principal_for_token(db: Session | sa.Connection, token: str) -> Principal | None:
     """The person or flow behind a bearer token, or None when unknown, revoked, or its
-    account is deactivated."""
-    row = session.execute(
-        sa.select(ApiToken.account_id, ApiToken.flow_name, Account.person_id)
-        .outerjoin(Account, Account.id == ApiToken.account_id)
-        .where(ApiToken.token_hash == hash_secret(token), ApiToken.revoked_at.is_(None),
-               # a person's token dies with their account, as their sessions do
-               sa.or_(ApiToken.account_id.is_(None), Account.active.is_(True)))).first()
+    account is deactivated. ``db`` as for ``principal_for_session``."""
+    row = db.execute(_TOKEN_PRINCIPAL, {"token_hash": hash_secret(token)}).first()
     if row is None:
         return None
     if row.flow_name:
         return Principal(flow=row.flow_name, via="token")
     return Principal(person_id=row.person_id, account_id=row.account_id, via="token")
+
+
+# Built once: every request runs one of them, and building a statement costs more than
+# running it.
+_SESSION_PRINCIPAL = (
+    sa.select(WebSession.account_id, WebSession.csrf_token, Account.person_id)
+    .join(Account, Account.id == WebSession.account_id)
+    .where(WebSession.token_hash == sa.bindparam("token_hash"), WebSession.revoked_at.is_(None),
+           WebSession.expires_at > sa.bindparam("now"), Account.active.is_(True)))
+_TOKEN_PRINCIPAL = (
+    sa.select(ApiToken.account_id, ApiToken.flow_name, Account.person_id)
+    .outerjoin(Account, Account.id == ApiToken.account_id)
+    .where(ApiToken.token_hash == sa.bindparam("token_hash"), ApiToken.revoked_at.is_(None),
+           # a person's token dies with their account, as their sessions do
+           sa.or_(ApiToken.account_id.is_(None), Account.active.is_(True))))
 
 
 def create_token(session: Session, *, name: str, now: datetime, account_id: int | None = None,

@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_session_factory", "transaction"]
+__all__ = ["make_engine", "make_session_factory", "transaction", "lone_reads"]
 
 
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> sa.Engine:
@@ -58,6 +58,15 @@ def _configure_sqlite(engine: sa.Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection):  # type: ignore[no-untyped-def]
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def lone_reads(engine: sa.Engine) -> sa.Engine:
+    """The engine for single reads outside a unit of work (a request's sign-in check). On
+    PostgreSQL it runs in autocommit, so one SELECT is one round trip rather than BEGIN,
+    SELECT and ROLLBACK. SQLite keeps its own transaction settings (see above)."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
 
 
 def make_session_factory(engine: sa.Engine) -> sessionmaker[Session]:

@@ -15,7 +15,7 @@ from service.api import problems
 from service.api.limits import BodySizeLimit
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.clock import Clock, SystemClock
-from service.db import make_engine, make_session_factory
+from service.db import lone_reads, make_engine, make_session_factory
 from service.settings import Settings, get_settings
 
 __all__ = ["create_app", "freeze_startup_heap"]
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                   lifespan=_lifespan)
     app.state.settings = settings
     app.state.engine = engine
+    app.state.lone_reads = lone_reads(engine)
     app.state.session_factory = factory
     app.state.clock = clock or SystemClock()
     app.state.metrics = Metrics(factory)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
@@ -43,23 +44,23 @@ def _clock(request: Request) -> Clock:
 
 def _principal(request: Request) -> Principal:
     """Bearer token first, then the session cookie (with CSRF on unsafe methods)."""
-    factory = request.app.state.session_factory
+    reads: sa.Engine = request.app.state.lone_reads
     clock: Clock = request.app.state.clock
     authorization = request.headers.get("authorization", "")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("use 'Authorization: Bearer <token>'")
-        with factory() as session:
-            principal = principal_for_token(session, token.strip())
+        with reads.connect() as connection:
+            principal = principal_for_token(connection, token.strip())
         if principal is None:
             raise Unauthenticated("the bearer token is unknown or revoked")
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return Principal()
-    with factory() as session:
-        principal = principal_for_session(session, cookie, clock.now())
+    with reads.connect() as connection:
+        principal = principal_for_session(connection, cookie, clock.now())
     if principal is None:
         return Principal()
     if request.method not in SAFE_METHODS:

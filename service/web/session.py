@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
+import sqlalchemy as sa
 from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
@@ -76,13 +77,13 @@ def _resolve(request: Request) -> PageUser | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
-    with request.app.state.session_factory() as session:
-        principal = principal_for_session(session, token, request.app.state.clock.now())
+    with request.app.state.lone_reads.connect() as connection:
+        principal = principal_for_session(connection, token, request.app.state.clock.now())
         if principal is None or principal.person_id is None:
             return None
-        person = session.get(Person, principal.person_id)
-        assert person is not None
-        return PageUser(principal=principal, name=person.name, lang=person.lang)
+        name, lang = connection.execute(
+            sa.select(Person.name, Person.lang).where(Person.id == principal.person_id)).one()
+        return PageUser(principal=principal, name=name, lang=lang)
 
 
 async def current_user(request: Request) -> PageUser | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Response
@@ -121,8 +122,8 @@ def inbox_page_for(uow: UoW, clock: AppClock, principal: CurrentPrincipal, *, li
             _item(row, cases[row.id], actions, now, members) for row, actions in page])
 
 
-def _with_tasks(session: Session, candidates: list[sa.Row], me: int
-                ) -> list[tuple[sa.Row, list[str]]]:
+def _with_tasks(session: Session, candidates: list[Candidate], me: int
+                ) -> list[tuple[Candidate, list[str]]]:
     """The candidates on which the caller has a task, with what they may do (step 2).
 
     ``actions_for`` depends on the case only through its state, subject kind, organization,
@@ -135,7 +136,7 @@ def _with_tasks(session: Session, candidates: list[sa.Row], me: int
     mine = positions_of(session, me)
     mine_ids = {p.organization_id for p in mine}
     tasks: dict[tuple, list[str] | None] = {}  # per group of alike cases; None: no task
-    items: list[tuple[sa.Row, list[str]]] = []
+    items: list[tuple[Candidate, list[str]]] = []
     for row in candidates:
         key = (row.stage, row.status, row.subject_kind,
                _relation(row.organization_id, row.parent_id, row.path, mine, mine_ids),
@@ -164,7 +165,7 @@ def _overdue(due_at: datetime | None, now: datetime) -> bool:
     return due_at is not None and due_at < now
 
 
-def _item(row: sa.Row, case: Case, actions: list[str], now: datetime, members: dict[int, str]
+def _item(row: Candidate, case: Case, actions: list[str], now: datetime, members: dict[int, str]
           ) -> InboxItem:
     out = CaseOut.model_validate(case)
     out.actions = actions
@@ -188,7 +189,7 @@ def _role_clause(role: str, who: sa.ColumnElement[bool]) -> sa.ColumnElement[boo
                                sa.and_(_in_states(if_objection), has_objection)))
 
 
-def _candidates(session: Session, principal: Principal, me: int) -> list[sa.Row]:
+def _candidates(session: Session, principal: Principal, me: int) -> list[Candidate]:
     """Non-closed, visible cases where the caller plausibly has a task (step 1): the columns
     that decide tasks and order (a committee's 300 ORM objects cost more than the query), with
     where the organization sits (``parent_id``, ``path``) and its names, whether the caller is
@@ -206,7 +207,26 @@ def _candidates(session: Session, principal: Principal, me: int) -> list[sa.Row]
             while len(_STATEMENTS) >= _STATEMENTS_KEPT:
                 _STATEMENTS.pop(next(iter(_STATEMENTS)))  # the oldest
             _STATEMENTS[key] = statement
-    return session.connection().execute(statement).all()
+    return [Candidate._make(row) for row in session.connection().execute(statement)]
+
+
+class Candidate(NamedTuple):
+    """A candidate row, as a tuple: reading a field of it is ten times cheaper than of an
+    ``sa.Row``, and the inbox reads ten fields of each of a committee's hundreds of rows."""
+
+    id: int
+    stage: str
+    status: str
+    subject_kind: str
+    organization_id: int
+    person_id: int | None
+    due_at: datetime | None
+    parent_id: int | None
+    path: str
+    name_zh: str
+    name_en: str
+    assigned: bool
+    open_objection: bool
 
 
 #: Candidate statements by (person, positions), oldest first; one per active caller.
@@ -238,10 +258,12 @@ def _candidates_statement(me: int, positions: list[Standing],
                 .join(EvaluatorAssignment, EvaluatorAssignment.round_id == EvaluationRound.id)
                 .where(EvaluatorAssignment.person_id == me))
     open_objection = sa.exists().where(Objection.case_id == Case.id, Objection.status == "open")
-    return (sa.select(*_CANDIDATE_COLUMNS, Case.id.in_(assigned).label("assigned"),
-                      open_objection.label("open_objection"))
-            .join(Organization, Organization.id == Case.organization_id)
-            .where(Case.stage != "closed", visible, sa.or_(*clauses)).order_by(Case.id))
+    statement = (sa.select(*_CANDIDATE_COLUMNS, Case.id.in_(assigned).label("assigned"),
+                           open_objection.label("open_objection"))
+                 .join(Organization, Organization.id == Case.organization_id)
+                 .where(Case.stage != "closed", visible, sa.or_(*clauses)).order_by(Case.id))
+    assert tuple(statement.selected_columns.keys()) == Candidate._fields
+    return statement
 
 
 _CANDIDATE_COLUMNS = (Case.id, Case.stage, Case.status, Case.subject_kind, Case.organization_id,
