@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from models import Account, ApiToken, LoginFailure, Person, WebSession
 from service.errors import Forbidden, InvalidInput, NotFound, PledgeflowError, Reason
 from service.passwords import hash_password, needs_rehash, verify_password
+from service.workflow.roles import Actor
 
 __all__ = [
     "Principal", "TooManyAttempts", "Unauthenticated", "sign_in", "sign_out", "create_account",
@@ -52,6 +53,11 @@ class Principal:
     def key(self) -> str:
         """A stable identity for idempotency records."""
         return f"flow:{self.flow}" if self.flow else f"account:{self.account_id or 0}"
+
+    @property
+    def actor(self) -> Actor:
+        """The caller as the workflow sees them: a flow, or a person (the public if neither)."""
+        return Actor(flow=self.flow) if self.flow else Actor(person_id=self.person_id)
 
 
 def hash_secret(secret: str) -> str:

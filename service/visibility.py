@@ -16,10 +16,8 @@ from service.accounts import Principal
 from service.errors import NotFound
 from service.workflow.roles import (
     LEADERS,
-    READERS,
     UNIT_STAFF,
-    Actor,
-    is_assigned_evaluator,
+    may_read,
     positions_of,
     relative_roles,
 )
@@ -70,14 +68,11 @@ def ensure_case_visible(session: Session, principal: Principal, case_id: int) ->
     row = session.execute(sa.select(Case, Organization)
                           .join(Organization, Organization.id == Case.organization_id)
                           .where(Case.id == case_id)).first()
-    if row is None or not _may_read(session, principal, *row):
+    if row is None:
         raise NotFound(f"case {case_id} not found")
-    return row[0]
-
-
-def _may_read(session: Session, principal: Principal, case: Case, org: Organization) -> bool:
-    actor = Actor(flow=principal.flow) if principal.flow else Actor(person_id=principal.person_id)
-    if relative_roles(session, case, org, actor, check_evaluator=False) & READERS:
-        return True
-    return principal.person_id is not None and is_assigned_evaluator(
-        session, case.id, principal.person_id)
+    case, org = row
+    actor = principal.actor
+    if not may_read(session, case, actor,
+                    relative_roles(session, case, org, actor, check_evaluator=False)):
+        raise NotFound(f"case {case_id} not found")
+    return case

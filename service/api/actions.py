@@ -19,7 +19,6 @@ from service.api.deps import UoW
 from service.clock import Clock
 from service.errors import InvalidInput, PledgeflowError, Reason
 from service.workflow import engine
-from service.workflow.roles import Actor
 
 __all__ = ["perform", "etag", "parse_if_match", "After"]
 
@@ -42,12 +41,6 @@ def parse_if_match(value: str | None) -> int | None:
         raise InvalidInput("bad If-Match", [Reason(
             "bad_if_match", 'If-Match must be an ETag from this API, e.g. "v3"')])
     return int(match.group(1))
-
-
-def actor_of(principal: Principal) -> Actor:
-    if principal.flow:
-        return Actor(flow=principal.flow)
-    return Actor(person_id=principal.person_id)
 
 
 async def perform(request: Request, uow: UoW, principal: Principal, clock: Clock, *,
@@ -102,7 +95,7 @@ def _run(request: Request, uow: UoW, principal: Principal, clock: Clock, *, case
          key: str | None, after: After | None) -> JSONResponse:
     with uow() as session:
         outcome = engine.apply(session, case_id=case_id, action=action,
-                               actor=actor_of(principal), clock=clock, expected_version=expected,
+                               actor=principal.actor, clock=clock, expected_version=expected,
                                hide_unless_visible=not public,
                                comment=comment, data=data)
         if after is not None:

@@ -41,7 +41,7 @@ from service.workflow import effects as fx
 from service.workflow import guards as g
 from service.workflow import table
 from service.workflow.context import Context
-from service.workflow.roles import READERS, Actor, is_assigned_evaluator, relative_roles
+from service.workflow.roles import Actor, may_read, relative_roles
 
 __all__ = ["apply", "open_cases", "lapse_cases", "Outcome", "Subject",
            "StatusWriteOutsideChokePoint", "due_at_for", "actions_for"]
@@ -128,11 +128,8 @@ def _ensure_visible(session: Session, case: Case, actor: Actor,
                     transition: table.Transition | None, roles: set[str]) -> None:
     if transition is not None and transition.roles == frozenset({"public"}):
         return  # objections: anyone may file one against what is under public notice
-    if roles & READERS:
-        return
-    if actor.person_id is not None and is_assigned_evaluator(session, case.id, actor.person_id):
-        return
-    raise NotFound(f"case {case.id} not found")
+    if not may_read(session, case, actor, roles):
+        raise NotFound(f"case {case.id} not found")
 
 
 def actions_for(session: Session, case: Case, actor: Actor) -> list[str]:

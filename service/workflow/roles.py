@@ -28,8 +28,8 @@ from sqlalchemy.orm import ORMExecuteState, Session
 
 from models import Case, EvaluationRound, EvaluatorAssignment, Organization, Position
 
-__all__ = ["Actor", "ROLES", "READERS", "relative_roles", "is_assigned_evaluator", "UNIT_STAFF",
-           "LEADERS", "Standing", "positions_of"]
+__all__ = ["Actor", "ROLES", "READERS", "relative_roles", "is_assigned_evaluator", "may_read",
+           "UNIT_STAFF", "LEADERS", "Standing", "positions_of"]
 
 ROLES = ("subject", "superior", "overseer", "office", "auditor", "evaluator", "flow", "public")
 # Who may read a case at all; anyone else is told it does not exist (no probing by id).
@@ -141,6 +141,14 @@ def _is_superior(org_id: int, org_path: str, case: Case, case_org: Organization,
             return False
         return org_id in (case_org.id, case_org.parent_id)
     return org_id == case_org.parent_id
+
+
+def may_read(session: Session, case: Case, actor: Actor, roles: set[str]) -> bool:
+    """Whether an actor holding ``roles`` on the case may read it: a reader's role, or being
+    asked to evaluate it (``roles`` need not have been judged with the evaluator check)."""
+    if roles & READERS:
+        return True
+    return actor.person_id is not None and is_assigned_evaluator(session, case.id, actor.person_id)
 
 
 def is_assigned_evaluator(session: Session, case_id: int, person_id: int) -> bool:

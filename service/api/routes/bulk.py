@@ -21,7 +21,6 @@ from models import Organization, Position
 from service import periods
 from service.accounts import Principal, Unauthenticated
 from service.api import problems
-from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.schemas import PeriodCode
 from service.clock import Clock
@@ -138,7 +137,7 @@ def bulk_action(body: BulkActionIn, request: Request, uow: UoW, clock: AppClock,
     no input are allowed (e.g. ``open_pledge``, ``publish``, ``close_notice``, ``open_review``,
     ``open_evaluation``, ``close_round``, ``announce_results``, ``lapse``); others are 422.
     Re-sending a batch is safe: what was done is refused as no longer possible."""
-    actor = actor_of(principal)
+    actor = principal.actor
     with uow() as session:
         require_operator(session, principal, "run bulk actions")
         check_bulk_action(body.action)
@@ -167,7 +166,7 @@ def open_period(code: PeriodCode, uow: UoW, clock: AppClock,
     with uow() as session:
         require_operator(session, principal, "open periods")
         period = periods.get_period(session, code, lock=True)
-        opened = periods.open_period(session, period, actor=actor_of(principal), clock=clock)
+        opened = periods.open_period(session, period, actor=principal.actor, clock=clock)
         return PeriodOpened(period=period.code, status=period.status, cases_opened=opened)
 
 
@@ -187,5 +186,5 @@ def roll_over(code: PeriodCode, uow: UoW, clock: AppClock,
     pledge items over. Idempotent: a second run reports zeros and changes nothing."""
     with uow() as session:
         require_operator(session, principal, "roll periods over")
-        report = periods.roll_over(session, code, actor=actor_of(principal), clock=clock)
+        report = periods.roll_over(session, code, actor=principal.actor, clock=clock)
         return RolloverOut(**asdict(report))

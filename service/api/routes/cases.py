@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from models import Case, Event, FulfilmentEntry, Organization, Period, Pledge, PledgeItem
 from service.api import actions, problems
-from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.schemas import (
     MAX_SEQ,
@@ -50,7 +49,7 @@ READ_PROBLEMS = problems.responses(404)
 
 def case_out(session, case: Case, principal) -> CaseOut:  # type: ignore[no-untyped-def]
     out = CaseOut.model_validate(case)
-    out.actions = engine.actions_for(session, case, actor_of(principal))
+    out.actions = engine.actions_for(session, case, principal.actor)
     return out
 
 
@@ -126,7 +125,7 @@ SEE_VOTERS = frozenset({"office", "auditor", "flow", "superior"})
 
 def _sees_voters(session: Session, case: Case, principal) -> bool:  # type: ignore[no-untyped-def]
     org = session.get(Organization, case.organization_id)
-    roles = relative_roles(session, case, org, actor_of(principal), check_evaluator=False)
+    roles = relative_roles(session, case, org, principal.actor, check_evaluator=False)
     return bool(roles & SEE_VOTERS)
 
 

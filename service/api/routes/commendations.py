@@ -21,7 +21,6 @@ from models import Case, Commendation, Nomination
 from service import commendation as selection_service
 from service.accounts import Principal, Unauthenticated
 from service.api import actions, problems
-from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.routes.bulk import require_operator
 from service.api.routes.cases import ACTION, IdemKey, IfMatch
@@ -87,7 +86,7 @@ def select_candidates(code: PeriodCode, uow: UoW, clock: AppClock,
         period = get_period(session, code, lock=True)
         made = selection_service.run_selection(
             session, period.id, CampaignRules.model_validate(period.rules or {}),
-            actor=actor_of(principal), clock=clock)
+            actor=principal.actor, clock=clock)
         body = _awards(session, period, full=True)
     return JSONResponse(body, status_code=201 if made else 200)
 
@@ -115,7 +114,7 @@ def post_notice(commendation_id: PathId, uow: UoW, clock: AppClock,
             raise NotFound(f"commendation {commendation_id} not found")
         rules = CampaignRules.model_validate(selection.rules or {})
         notice = selection_service.open_shortlist_notice(
-            session, selection, actor=actor_of(principal), clock=clock,
+            session, selection, actor=principal.actor, clock=clock,
             notice_days=rules.notice_days)
         cases = session.scalar(sa.select(sa.func.count()).select_from(Nomination)
                                .where(Nomination.commendation_id == selection.id)) or 0
@@ -182,4 +181,4 @@ async def decide(nomination_id: PathId, body: DecideIn, request: Request, uow: U
     return await actions.perform(
         request, uow, principal, clock, case_id=case_id, action="decide", comment=body.comment,
         data=inputs.Decide(commend=body.commend),
-        after=_finish_selection(commendation_id, actor_of(principal), clock))
+        after=_finish_selection(commendation_id, principal.actor, clock))

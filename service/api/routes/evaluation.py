@@ -28,7 +28,6 @@ from models import (
 )
 from service.accounts import Principal
 from service.api import actions, problems
-from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.routes.cases import ACTION, READ_PROBLEMS, IdemKey, IfMatch
 from service.api.schemas import Comment, PathId
@@ -113,7 +112,7 @@ def _caller_roles(session: Session, case: Case, principal: Principal) -> set[str
     """The caller's roles relative to the case, plus ``unit_staff`` and ``leader_above``."""
     case_org = session.get(Organization, case.organization_id)
     assert case_org is not None
-    roles = relative_roles(session, case, case_org, actor_of(principal), check_evaluator=False)
+    roles = relative_roles(session, case, case_org, principal.actor, check_evaluator=False)
     if principal.person_id is None:
         return roles
     positions = session.execute(

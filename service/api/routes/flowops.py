@@ -28,7 +28,6 @@ from models import (
 from notifications import sweep as outbox_sweep
 from service import reminders
 from service.api import problems
-from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.routes.bulk import require_operator
 from service.api.schemas import PathId, PeriodCode
@@ -194,7 +193,7 @@ def hand_off(code: PeriodCode, uow: UoW, clock: AppClock,
         require_operator(session, principal, "hand decisions to the office")
         period = get_period(session, code, lock=True)
         return [HandOffResult(**r) for r in reminders.hand_off_decisions(
-            session, period, actor=actor_of(principal), clock=clock)]
+            session, period, actor=principal.actor, clock=clock)]
 
 
 AsOf = Annotated[Day | None, Query(description="The day (campaign time zone); default today.")]

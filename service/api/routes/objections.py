@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from models import Case, Nomination, Objection, Organization, PublicNotice
 from service.accounts import Principal
 from service.api import actions
-from service.api.actions import actor_of
 from service.api.deps import AppClock, CurrentPrincipal, UoW
 from service.api.routes.cases import ACTION, READ_PROBLEMS, IdemKey, IfMatch
 from service.api.schemas import Comment, Out, PathId
@@ -81,7 +80,7 @@ async def file_objection(case_id: PathId, body: inputs.FileObjection, request: R
 def _sees_filer(session: Session, case: Case, principal: Principal) -> bool:
     case_org = session.get(Organization, case.organization_id)
     assert case_org is not None
-    roles = relative_roles(session, case, case_org, actor_of(principal), check_evaluator=False)
+    roles = relative_roles(session, case, case_org, principal.actor, check_evaluator=False)
     return bool(roles & SEES_FILER)
 
 

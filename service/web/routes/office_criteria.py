@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 
 from models import Organization
 from service import office as office_service
-from service.api.actions import actor_of
 from service.api.deps import AppClock, UoW
 from service.api.routes.directory import list_criteria_sets
 from service.clock import Clock
@@ -90,7 +89,7 @@ def _add_set(request: Request, uow: UoW, clock: Clock, office: OfficeUser,
                 session, base_id=_int(values.get("base_id", "")),
                 organization_id=_int(values.get("organization_id", "")),
                 name_zh=values.get("name_zh", ""), name_en=values.get("name_en", ""),
-                criteria=criteria, actor=actor_of(office.user.principal), now=clock.now())
+                criteria=criteria, actor=office.user.principal.actor, now=clock.now())
             set_id = refined.id
     except PledgeflowError as exc:
         return _render(request, uow, office, status=422, forms={
@@ -115,7 +114,7 @@ def _add_criterion(request: Request, uow: UoW, clock: Clock, office: OfficeUser,
                 name_zh=values.get("name_zh", "").strip(),
                 name_en=values.get("name_en", "").strip(),
                 description_zh=values.get("description_zh", "").strip(),
-                actor=actor_of(office.user.principal), now=clock.now())
+                actor=office.user.principal.actor, now=clock.now())
     except PledgeflowError as exc:
         return _render(request, uow, office, status=422, forms={
             f"criterion-{set_id}": {"values": values, "reasons": reasons_of(exc)}})

@@ -24,7 +24,6 @@ from starlette.concurrency import run_in_threadpool
 
 from models import Case, Commendation, Nomination, Objection, Organization, Person, Position
 from service import office as office_service
-from service.api.actions import actor_of
 from service.api.deps import AppClock, UoW
 from service.clock import Clock
 from service.commendation_view import awards_of
@@ -168,7 +167,7 @@ async def select(code: str, request: Request, uow: UoW, clock: AppClock,
     def work(session: Session) -> None:
         office_service.select_candidates(
             session, code, include_unfinished=values.get("include_unfinished") == "yes",
-            actor=actor_of(office.user.principal), clock=clock)
+            actor=office.user.principal.actor, clock=clock)
 
     return await run_in_threadpool(_run, request, uow, office, code, form="select",
                                    values=values, work=work, done="selected")
@@ -183,7 +182,7 @@ async def post_notice(code: str, commendation_id: int, request: Request, uow: Uo
     def work(session: Session) -> None:
         _selection_in(session, code, commendation_id)
         office_service.post_shortlist(session, commendation_id,
-                                      actor=actor_of(office.user.principal), clock=clock)
+                                      actor=office.user.principal.actor, clock=clock)
 
     return await run_in_threadpool(_run, request, uow, office, code,
                                    form=f"notice-{commendation_id}", values=values, work=work,
@@ -206,7 +205,7 @@ async def adjust(code: str, nomination_id: int, request: Request, uow: UoW, cloc
         office_service.adjust(session, nomination_id,
                               shortlisted=values.get("shortlisted") == "yes",
                               rationale=values.get("rationale", ""),
-                              actor=actor_of(office.user.principal), clock=clock,
+                              actor=office.user.principal.actor, clock=clock,
                               expected_version=_version(values))
 
     return await run_in_threadpool(_run, request, uow, office, code,
@@ -225,7 +224,7 @@ async def decide(code: str, nomination_id: int, request: Request, uow: UoW, cloc
         _nomination_in(session, code, nomination_id)
         office_service.decide(session, nomination_id, commend=values.get("commend") == "yes",
                               comment=values.get("comment", "").strip() or None,
-                              actor=actor_of(office.user.principal), clock=clock,
+                              actor=office.user.principal.actor, clock=clock,
                               expected_version=_version(values))
 
     return await run_in_threadpool(_run, request, uow, office, code,
@@ -249,7 +248,7 @@ def _decide_rest(request: Request, uow: UoW, clock: Clock, office: OfficeUser, c
                 with session.begin_nested():
                     office_service.decide(session, nomination_id, commend=False,
                                           comment=values.get("comment", "").strip() or None,
-                                          actor=actor_of(office.user.principal), clock=clock)
+                                          actor=office.user.principal.actor, clock=clock)
                 decided += 1
             except PledgeflowError as exc:
                 refused += [Reason(r.code, f"nomination {nomination_id}: {r.message}")

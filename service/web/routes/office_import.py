@@ -19,7 +19,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service import office_import as importer
-from service.api.actions import actor_of
 from service.api.deps import AppClock, UoW
 from service.clock import Clock
 from service.office import Why
@@ -98,7 +97,7 @@ def _run(request: Request, uow: UoW, clock: Clock, office: OfficeUser, *, kind: 
                                                    "没有可以导入的行")]
                 return _show(request, office, kind=kind, report=report, text=text,
                              problems=problems, status=422)
-            count = importer.apply(session, report, actor=actor_of(office.user.principal),
+            count = importer.apply(session, report, actor=office.user.principal.actor,
                                    now=clock.now())
     except IntegrityError:
         return _show(request, office, kind=kind, text=text, status=409, problems=[Why(

@@ -19,7 +19,6 @@ from starlette.concurrency import run_in_threadpool
 
 from models import Event, Period, Person
 from service import office as office_service
-from service.api.actions import actor_of
 from service.api.deps import AppClock, UoW
 from service.clock import Clock
 from service.errors import PledgeflowError
@@ -99,7 +98,7 @@ def _save(request: Request, uow: UoW, clock: Clock, office: OfficeUser, code: st
     try:
         with uow() as session:
             changes = office_service.update_period(
-                session, code, values, actor=actor_of(office.user.principal), now=clock.now())
+                session, code, values, actor=office.user.principal.actor, now=clock.now())
     except PledgeflowError as exc:
         return _render(request, uow, office, code, values=values, reasons=reasons_of(exc),
                        status=422)

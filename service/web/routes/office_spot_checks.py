@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 
 from models import Event, Organization, Person, SpotCheck
 from service import spot_checks
-from service.api.actions import actor_of
 from service.api.deps import AppClock, UoW
 from service.clock import Clock
 from service.errors import InvalidInput, PledgeflowError
@@ -82,7 +81,7 @@ def _draw(request: Request, uow: UoW, clock: Clock, office: OfficeUser, code: st
         with uow() as session:
             check = spot_checks.draw(
                 session, get_period(session, code), int(n),
-                actor=actor_of(office.user.principal), now=clock.now())
+                actor=office.user.principal.actor, now=clock.now())
             check_id = check.id
     except PledgeflowError as exc:
         return _render(request, uow, office, code, status=422,
@@ -110,7 +109,7 @@ def _finding(request: Request, uow: UoW, clock: Clock, office: OfficeUser, code:
                     "no_such_check", "no such spot check in this period", "本时段没有这次抽查")])
             spot_checks.record_finding(
                 session, check_id, org_id, result=values.get("result", ""),
-                note=values.get("note", ""), actor=actor_of(office.user.principal),
+                note=values.get("note", ""), actor=office.user.principal.actor,
                 now=clock.now())
     except PledgeflowError as exc:
         return _render(request, uow, office, code, status=422, forms={

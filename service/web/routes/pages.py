@@ -19,7 +19,6 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from models import CriteriaSet, Criterion
-from service.api.actions import actor_of
 from service.clock import CAMPAIGN_TZ, Clock
 from service.errors import PledgeflowError, Reason, StaleVersion
 from service.visibility import ensure_case_visible
@@ -91,7 +90,7 @@ def act(session: Session, user: PageUser, clock: Clock, *, case_id: int,
     """One action by the signed-in person on a case they may see, through the choke point."""
     ensure_case_visible(session, user.principal, case_id)
     return engine.apply(session, case_id=case_id, action=action,
-                        actor=actor_of(user.principal), clock=clock,
+                        actor=user.principal.actor, clock=clock,
                         expected_version=expected_version, comment=comment, data=data)
 
 
