@@ -43,13 +43,16 @@ class Recipient(Protocol):
     def lang(self) -> str: ...
 
 
+_INSERT_NOTIFICATIONS = sa.insert(Notification)
+
+
 def enqueue(session: Session, people: Iterable[Recipient], *, template: str,
             context: dict[str, Any], now: datetime, case_id: int | None = None,
             case_version: int | None = None, batch_key: str | None = None) -> int:
     """Queue one email per person with an address, due at ``now`` (the workflow's clock);
     returns how many rows were written (set-based: COPY for many on PostgreSQL)."""
     reachable = [p for p in people if p.email]
-    history.insert_rows(session, sa.insert(Notification), (dict(
+    history.insert_rows(session, _INSERT_NOTIFICATIONS, (dict(
         recipient_person_id=p.id, recipient_email=p.email, lang=p.lang, template=template,
         context=context, case_id=case_id, case_version=case_version,
         message_id=new_message_id(), batch_key=f"{batch_key}:{p.id}" if batch_key else None,

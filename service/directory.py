@@ -19,16 +19,19 @@ __all__ = ["holders", "audience", "AUDIENCES"]
 AUDIENCES = ("subject", "superior", "office", "evaluators")
 
 
+_HOLDERS = (sa.select(Person).join(Position, Position.person_id == Person.id)
+            .where(Position.organization_id.in_(sa.bindparam("org_ids", expanding=True)),
+                   Position.role.in_(sa.bindparam("roles", expanding=True)),
+                   Person.active.is_(True))
+            .distinct().order_by(Person.id))  # built once: every transition's emails ask
+
+
 def holders(session: Session, org_ids: Iterable[int], roles: Iterable[str]) -> list[Person]:
     """Active people holding any of ``roles`` in any of ``org_ids``, by id."""
     org_ids = [o for o in org_ids if o is not None]
     if not org_ids:
         return []
-    return list(session.scalars(
-        sa.select(Person).join(Position, Position.person_id == Person.id)
-        .where(Position.organization_id.in_(org_ids), Position.role.in_(tuple(roles)),
-               Person.active.is_(True))
-        .distinct().order_by(Person.id)))
+    return list(session.scalars(_HOLDERS, {"org_ids": org_ids, "roles": list(roles)}))
 
 
 def audience(session: Session, name: str, case: Case, case_org: Organization,

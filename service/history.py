@@ -80,7 +80,9 @@ def event_hash(fields: dict[str, Any]) -> str:
 # execution path: they run on every transition).
 _HEAD = sa.select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1)
 _LOCK_HEAD = _HEAD.with_for_update()
-_MOVE_HEAD = sa.update(ChainHead).where(ChainHead.id == 1)
+_MOVE_HEAD = (sa.update(ChainHead).where(ChainHead.id == 1)
+              .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash")))
+_INSERT_EVENTS = sa.insert(Event)
 
 
 def _lock_head(session: Session) -> tuple[int, str]:
@@ -153,8 +155,8 @@ def _append(session: Session, drafts: Iterable[EventDraft], count: int,
             raise ValueError(f"{seq - tip[0]} events drafted, {count} announced")
         tip[:] = seq, prev
 
-    insert_rows(session, sa.insert(Event), rows(), count=count)
-    session.connection().execute(_MOVE_HEAD.values(seq=tip[0], hash=tip[1]))
+    insert_rows(session, _INSERT_EVENTS, rows(), count=count)
+    session.connection().execute(_MOVE_HEAD, {"new_seq": tip[0], "new_hash": tip[1]})
     return count
 
 

@@ -58,6 +58,11 @@ def case_filter(session: Session, principal: Principal) -> sa.ColumnElement[bool
     return sa.or_(*clauses)
 
 
+_CASE_AND_ORG = (sa.select(Case, Organization)
+                 .join(Organization, Organization.id == Case.organization_id)
+                 .where(Case.id == sa.bindparam("case_id")))
+
+
 def ensure_case_visible(session: Session, principal: Principal, case_id: int) -> Case:
     """The case, if this caller may read it; NotFound otherwise (never 403: no probing).
 
@@ -65,9 +70,7 @@ def ensure_case_visible(session: Session, principal: Principal, case_id: int) ->
     ``case_filter`` states in SQL for many cases (a test holds the two to the same answers).
     That saves building the filter's statement, and leaves the case's organization in the
     session for what the request asks next."""
-    row = session.execute(sa.select(Case, Organization)
-                          .join(Organization, Organization.id == Case.organization_id)
-                          .where(Case.id == case_id)).first()
+    row = session.execute(_CASE_AND_ORG, {"case_id": case_id}).first()
     if row is None:
         raise NotFound(f"case {case_id} not found")
     case, org = row

@@ -38,6 +38,8 @@ from service.workflow.roles import Actor
 
 __all__ = ["Context"]
 
+_PLEDGE = sa.select(Pledge).where(Pledge.case_id == sa.bindparam("case_id"))
+
 
 @dataclass
 class Context:
@@ -62,7 +64,7 @@ class Context:
 
     @cached_property
     def pledge(self) -> Pledge | None:
-        return self.session.scalars(sa.select(Pledge).where(Pledge.case_id == self.case.id)).first()
+        return self.session.scalars(_PLEDGE, {"case_id": self.case.id}).first()
 
     @cached_property
     def pledge_items(self) -> list[PledgeItem]:

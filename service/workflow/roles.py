@@ -70,6 +70,9 @@ class Standing(NamedTuple):
 
 
 _MEMO = "pledgeflow.positions"
+_POSITIONS = (sa.select(Position.role, Organization.id, Organization.path, Organization.kind)
+              .join(Organization, Organization.id == Position.organization_id)
+              .where(Position.person_id == sa.bindparam("person_id")).order_by(Position.id))
 
 
 def positions_of(session: Session, person_id: int) -> list[Standing]:
@@ -80,9 +83,7 @@ def positions_of(session: Session, person_id: int) -> list[Standing]:
     memo: dict[int, list[Standing]] = session.info.setdefault(_MEMO, {})
     if person_id not in memo:
         memo[person_id] = [Standing(*row) for row in session.execute(
-            sa.select(Position.role, Organization.id, Organization.path, Organization.kind)
-            .join(Organization, Organization.id == Position.organization_id)
-            .where(Position.person_id == person_id).order_by(Position.id))]
+            _POSITIONS, {"person_id": person_id})]
     return memo[person_id]
 
 

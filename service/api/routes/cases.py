@@ -104,9 +104,8 @@ def events_page(case_id: int, uow: UoW, principal: CurrentPrincipal, *, after: i
     with uow() as session:
         case = ensure_case_visible(session, principal, case_id)
         # Plain rows, not ORM events: nothing here changes them.
-        rows = session.execute(sa.select(*_EVENT_COLUMNS).where(
-            Event.case_id == case_id, Event.seq > after).order_by(Event.seq).limit(limit + 1)
-        ).all()
+        rows = session.execute(_EVENTS_PAGE, {"case_id": case_id, "after": after,
+                                              "limit": limit + 1}).all()
         more = len(rows) > limit
         rows = rows[:limit]
         sees_voters = _sees_voters(session, case, principal)
@@ -115,6 +114,10 @@ def events_page(case_id: int, uow: UoW, principal: CurrentPrincipal, *, after: i
 
 
 _EVENT_COLUMNS = tuple(getattr(Event, name) for name in EventOut.model_fields)
+_EVENTS_PAGE = (sa.select(*_EVENT_COLUMNS)
+                .where(Event.case_id == sa.bindparam("case_id"),
+                       Event.seq > sa.bindparam("after"))
+                .order_by(Event.seq).limit(sa.bindparam("limit")))  # built once: a hot read
 
 
 # Events whose actor is an evaluator: who voted (and when) is kept from the subject and from
