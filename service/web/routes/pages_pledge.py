@@ -24,7 +24,6 @@ from service.visibility import ensure_case_visible
 from service.web.routes.pages import act, count, criteria_sets, form_values, reasons_of, show
 from service.web.session import CsrfChecked, PageRoute, PageUser, SignedIn, message_page
 from service.workflow import engine
-from service.workflow.roles import Actor
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
@@ -79,7 +78,7 @@ def _editor(uow: UoW, user: PageUser, case_id: int) -> dict[str, Any]:
     """The case, its criteria, what this person may do, and the pledge as saved."""
     with uow() as session:
         case = ensure_case_visible(session, user.principal, case_id)
-        actions = engine.actions_for(session, case, Actor(person_id=user.principal.person_id))
+        actions = engine.actions_for(session, case, user.principal.actor)
         sets = criteria_sets(session, case.subject_kind)
         codes = {c.id: c.code for g in sets for c in g["criteria"]}
         try:
