@@ -101,7 +101,65 @@ def _lock_head(session: Session) -> tuple[int, str]:
 
 def append(session: Session, draft: EventDraft) -> Event:
     """Append one event at the head of the chain (locks the head row until commit)."""
-    return append_many(session, [draft])[0]
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        session.flush()  # the event may refer to what the session has pending
+        row = connection.execute(_APPEND_ONE, _one_row(draft)).first()
+        if row is not None:
+            return Event(**_draft_fields(draft), seq=row.seq, prev_hash=row.prev_hash,
+                         hash=row.hash)
+    return append_many(session, [draft])[0]  # SQLite, or no head row yet
+
+
+# Where seq and prev_hash sit in the sorted keys of the canonical form: between these.
+_KEYS = sorted(HASHED_FIELDS)
+_BEFORE_LINK = _KEYS[:_KEYS.index("prev_hash")]
+_AFTER_LINK = _KEYS[_KEYS.index("seq") + 1:]
+assert _KEYS.index("seq") == _KEYS.index("prev_hash") + 1 and _BEFORE_LINK and _AFTER_LINK
+
+# One event appended in one statement, so the head lock is held for this statement and the
+# commit alone (not for three round trips and the Python between them). The database hashes
+# the canonical JSON that ``event_hash`` would: the app sends it in two halves, cut where
+# "prev_hash" and "seq" go, and the statement puts the head's hash and next seq between them.
+# No head row yet: no row comes back and nothing was written (``append_many`` creates it).
+_APPEND_ONE = sa.text("""
+WITH head AS (SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE),
+new AS (
+  INSERT INTO event (seq, case_id, period_id, stage, from_status, to_status, action,
+                     actor_person_id, actor_flow, occurred_at, comment, payload, prev_hash, hash)
+  SELECT head.seq + 1, CAST(:case_id AS INTEGER), CAST(:period_id AS INTEGER),
+         CAST(:stage AS VARCHAR), CAST(:from_status AS VARCHAR), CAST(:to_status AS VARCHAR),
+         CAST(:action AS VARCHAR), CAST(:actor_person_id AS INTEGER),
+         CAST(:actor_flow AS VARCHAR), CAST(:occurred_at AS TIMESTAMPTZ),
+         CAST(:comment AS TEXT), CAST(:payload AS JSONB), head.hash,
+         encode(sha256(:before || convert_to('"prev_hash":"' || head.hash || '","seq":'
+                                             || (head.seq + 1) || ',', 'UTF8') || :after),
+                'hex')
+  FROM head
+  RETURNING seq, prev_hash, hash)
+UPDATE chain_head SET seq = new.seq, hash = new.hash FROM new WHERE chain_head.id = 1
+RETURNING new.seq, new.prev_hash, new.hash
+""").bindparams(sa.bindparam("occurred_at", type_=Event.__table__.c.occurred_at.type),
+                sa.bindparam("payload", type_=Event.__table__.c.payload.type),
+                sa.bindparam("before", type_=sa.LargeBinary),
+                sa.bindparam("after", type_=sa.LargeBinary))
+
+
+def _draft_fields(d: EventDraft) -> dict[str, Any]:
+    """A draft's hashed fields but seq and prev_hash (which the chain gives it)."""
+    return {"case_id": d.case_id, "period_id": d.period_id, "stage": d.stage,
+            "from_status": d.from_status, "to_status": d.to_status, "action": d.action,
+            "actor_person_id": d.actor.person_id, "actor_flow": d.actor.flow,
+            "occurred_at": d.occurred_at, "comment": d.comment, "payload": d.payload or {}}
+
+
+def _one_row(d: EventDraft) -> dict[str, Any]:
+    """``_APPEND_ONE``'s parameters: the draft's columns and its canonical form in halves."""
+    fields = _draft_fields(d)
+    hashed = {**fields, "occurred_at": _json_default(d.occurred_at)}
+    before = _encode({k: hashed[k] for k in _BEFORE_LINK})[:-1] + ","  # drop the "}"
+    after = _encode({k: hashed[k] for k in _AFTER_LINK})[1:]  # drop the "{"
+    return {**fields, "before": before.encode(), "after": after.encode()}
 
 
 def append_many(session: Session, drafts: Iterable[EventDraft]) -> list[Event]:
@@ -135,13 +193,7 @@ def _append(session: Session, drafts: Iterable[EventDraft], count: int,
         instants: dict[datetime, str] = {}  # a bulk append has one instant: convert it once
         for d in drafts:
             seq += 1
-            fields = {
-                "seq": seq, "case_id": d.case_id, "period_id": d.period_id, "stage": d.stage,
-                "from_status": d.from_status, "to_status": d.to_status, "action": d.action,
-                "actor_person_id": d.actor.person_id, "actor_flow": d.actor.flow,
-                "occurred_at": d.occurred_at, "comment": d.comment,
-                "payload": d.payload or {}, "prev_hash": prev,
-            }
+            fields = {"seq": seq, **_draft_fields(d), "prev_hash": prev}
             at = instants.get(d.occurred_at)
             if at is None:
                 at = instants[d.occurred_at] = _json_default(d.occurred_at)

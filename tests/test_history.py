@@ -456,6 +456,57 @@ def test_append_many_links_contiguous_events_under_the_head(session: Session,
     assert history.verify(session) is None
 
 
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"comment": "同意。\"引号\"\\ 和\n换行", "payload": {"意见": ["好", 2, None], "a": {"b": 1.5}}},
+    {"comment": None, "payload": None, "case_id": None, "stage": None, "to_status": None},
+    {"actor": Actor(person_id=1), "occurred_at": datetime(2010, 6, 1, 16, 0, 0, 250_000,
+                                                           tzinfo=ZoneInfo("Asia/Shanghai"))},
+], ids=["plain", "escapes-and-unicode", "nulls", "person-and-local-time"])
+def test_one_appended_event_hashes_as_event_hash_says(session: Session, chain: dict[str, Any],
+                                                      overrides: dict[str, Any]) -> None:
+    """On PostgreSQL one event is hashed by the database (``_APPEND_ONE``): whatever the
+    content, it must hash the canonical form ``event_hash`` does, and link to the head."""
+    start_seq, start_hash = history.head(session)
+    made = history.append(session, _draft(1, **overrides))
+
+    assert (made.seq, made.prev_hash) == (start_seq + 1, start_hash)
+    (stored,) = _events(session, Event.seq == made.seq)
+    assert stored.hash == made.hash
+    assert history.event_hash({k: getattr(stored, k) for k in HASHED_FIELDS}) == made.hash
+    assert _reference_hash({k: getattr(stored, k) for k in HASHED_FIELDS}) == made.hash
+    assert history.head(session) == (made.seq, made.hash)
+    assert history.verify(session) is None
+
+
+def test_concurrent_single_appends_stay_one_unbroken_chain(fresh_db: Any) -> None:
+    """One-event appends racing from the very first event (no head row yet), as the
+    engine's transitions do: each takes the next seq and links to the one before."""
+    writers, each = 4, 10
+    barrier, errors = threading.Barrier(writers), []
+
+    def write(w: int) -> None:
+        try:
+            barrier.wait()
+            for n in range(each):
+                with fresh_db.factory() as s, s.begin():
+                    history.append(s, _draft(n, comment=f"w{w} #{n}"))
+        except Exception as exc:  # reported below, with the writer
+            errors.append(f"writer {w}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    with fresh_db.factory() as s:
+        assert history.verify(s) is None
+        comments = s.scalars(sa.select(Event.comment).order_by(Event.seq)).all()
+        assert sorted(comments) == sorted(f"w{w} #{n}" for w in range(writers)
+                                          for n in range(each))
+
+
 def test_concurrent_appends_stay_one_unbroken_chain(fresh_db: Any) -> None:
     """Writers racing from the very first event (no head row yet) serialise on the head."""
     writers, batches, size = 4, 5, 3
