@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -479,18 +480,18 @@ def test_one_appended_event_hashes_as_event_hash_says(session: Session, chain: d
     assert history.verify(session) is None
 
 
-def test_concurrent_single_appends_stay_one_unbroken_chain(fresh_db: Any) -> None:
-    """One-event appends racing from the very first event (no head row yet), as the
-    engine's transitions do: each takes the next seq and links to the one before."""
-    writers, each = 4, 10
+def _race(writers: int, transactions: int, fresh_db: Any,
+          append: Callable[[Session, int, int], Any]) -> None:
+    """``writers`` threads released together, each running ``append(session, writer, n)`` in
+    ``transactions`` transactions of its own; fails with every writer's error."""
     barrier, errors = threading.Barrier(writers), []
 
     def write(w: int) -> None:
         try:
             barrier.wait()
-            for n in range(each):
+            for n in range(transactions):
                 with fresh_db.factory() as s, s.begin():
-                    history.append(s, _draft(n, comment=f"w{w} #{n}"))
+                    append(s, w, n)
         except Exception as exc:  # reported below, with the writer
             errors.append(f"writer {w}: {type(exc).__name__}: {exc}")
 
@@ -500,6 +501,14 @@ def test_concurrent_single_appends_stay_one_unbroken_chain(fresh_db: Any) -> Non
     for t in threads:
         t.join(timeout=120)
     assert not errors
+
+
+def test_concurrent_single_appends_stay_one_unbroken_chain(fresh_db: Any) -> None:
+    """One-event appends racing from the very first event (no head row yet), as the
+    engine's transitions do: each takes the next seq and links to the one before."""
+    writers, each = 4, 10
+    _race(writers, each, fresh_db,
+          lambda s, w, n: history.append(s, _draft(n, comment=f"w{w} #{n}")))
     with fresh_db.factory() as s:
         assert history.verify(s) is None
         comments = s.scalars(sa.select(Event.comment).order_by(Event.seq)).all()
@@ -510,25 +519,9 @@ def test_concurrent_single_appends_stay_one_unbroken_chain(fresh_db: Any) -> Non
 def test_concurrent_appends_stay_one_unbroken_chain(fresh_db: Any) -> None:
     """Writers racing from the very first event (no head row yet) serialise on the head."""
     writers, batches, size = 4, 5, 3
-    barrier, errors = threading.Barrier(writers), []
-
-    def write(w: int) -> None:
-        try:
-            barrier.wait()
-            for n in range(batches):
-                with fresh_db.factory() as s, s.begin():
-                    history.append_many(s, [
-                        _draft(0, comment=f"w{w} b{n} #{i}", occurred_at=datetime(
-                            2010, 6, 1, tzinfo=UTC) + timedelta(seconds=i)) for i in range(size)])
-        except Exception as exc:  # reported below, with the writer
-            errors.append(f"writer {w}: {type(exc).__name__}: {exc}")
-
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors
+    _race(writers, batches, fresh_db, lambda s, w, n: history.append_many(s, [
+        _draft(0, comment=f"w{w} b{n} #{i}", occurred_at=datetime(
+            2010, 6, 1, tzinfo=UTC) + timedelta(seconds=i)) for i in range(size)]))
     with fresh_db.factory() as s:
         assert history.verify(s) is None
         events = s.scalars(sa.select(Event).order_by(Event.seq)).all()
