@@ -139,8 +139,8 @@ new AS (
   RETURNING seq, prev_hash, hash)
 UPDATE chain_head SET seq = new.seq, hash = new.hash FROM new WHERE chain_head.id = 1
 RETURNING new.seq, new.prev_hash, new.hash
-""").bindparams(sa.bindparam("occurred_at", type_=Event.__table__.c.occurred_at.type),
-                sa.bindparam("payload", type_=Event.__table__.c.payload.type),
+""").bindparams(sa.bindparam("occurred_at", type_=Event.occurred_at.type),
+                sa.bindparam("payload", type_=Event.payload.type),
                 sa.bindparam("before", type_=sa.LargeBinary),
                 sa.bindparam("after", type_=sa.LargeBinary))
 
@@ -156,10 +156,9 @@ def _draft_fields(d: EventDraft) -> dict[str, Any]:
 def _one_row(d: EventDraft) -> dict[str, Any]:
     """``_APPEND_ONE``'s parameters: the draft's columns and its canonical form in halves."""
     fields = _draft_fields(d)
-    hashed = {**fields, "occurred_at": _json_default(d.occurred_at)}
-    before = _encode({k: hashed[k] for k in _BEFORE_LINK})[:-1] + ","  # drop the "}"
-    after = _encode({k: hashed[k] for k in _AFTER_LINK})[1:]  # drop the "{"
-    return {**fields, "before": before.encode(), "after": after.encode()}
+    before = canonical({k: fields[k] for k in _BEFORE_LINK})[:-1] + b","  # drop the "}"
+    after = canonical({k: fields[k] for k in _AFTER_LINK})[1:]  # drop the "{"
+    return {**fields, "before": before, "after": after}
 
 
 def append_many(session: Session, drafts: Iterable[EventDraft]) -> list[Event]:
