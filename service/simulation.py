@@ -100,7 +100,7 @@ class _Campaign:
             query = query.where(Case.status == status)
         return list(self.session.scalars(query))
 
-    def people(self, case: Case, audience: str) -> list[Person]:
+    def people(self, case: Case, audience: str) -> list[directory.Addressee]:
         org = self.session.get(Organization, case.organization_id)
         round_id = self.session.scalar(
             sa.select(EvaluationRound.id).where(EvaluationRound.case_id == case.id))

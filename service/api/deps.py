@@ -27,7 +27,9 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _uow(request: Request) -> Callable[[], AbstractContextManager[Session]]:
+# ``async`` although they await nothing: FastAPI runs a plain ``def`` dependency in the thread
+# pool, a hand-off to another thread and back on every request, for what is an attribute read.
+async def _uow(request: Request) -> Callable[[], AbstractContextManager[Session]]:
     factory = request.app.state.session_factory
 
     @contextmanager
@@ -38,7 +40,7 @@ def _uow(request: Request) -> Callable[[], AbstractContextManager[Session]]:
     return unit_of_work
 
 
-def _clock(request: Request) -> Clock:
+async def _clock(request: Request) -> Clock:
     return request.app.state.clock
 
 
