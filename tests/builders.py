@@ -93,8 +93,7 @@ def member_case(session: Session, username: str, period_code: str = "2010") -> C
     )).one()
 
 
-def people(session: Session, case: Case, audience: str
-           ) -> list[directory.Addressee]:
+def people(session: Session, case: Case, audience: str) -> list[directory.Addressee]:
     round_id = session.scalar(sa.select(EvaluationRound.id).where(
         EvaluationRound.case_id == case.id))
     return directory.audience(session, audience, case,
