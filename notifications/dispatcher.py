@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -106,6 +106,20 @@ class Dispatcher:
                        backoff_base=timedelta(seconds=settings.outbox_backoff_base),
                        backoff_cap=timedelta(seconds=settings.outbox_backoff_cap),
                        link_expiry=links.expiry_table(settings.link_expiry_days)))
+
+    def run_until_stopped(self, arm_stop: Callable[[asyncio.AbstractEventLoop,
+                                                    Callable[[], None]], None]) -> None:
+        """``run_forever`` on its own uvloop event loop, as a dispatcher process runs it.
+        ``arm_stop(loop, stop)`` arranges for ``stop()`` to be called (on the loop) when the
+        process should finish: on a signal, when its parent closes stdin."""
+        import uvloop
+
+        async def deliver() -> None:
+            stop = asyncio.Event()
+            arm_stop(asyncio.get_running_loop(), stop.set)
+            await self.run_forever(stop)
+
+        uvloop.run(deliver())
 
     async def run_forever(self, stop: asyncio.Event, *, poll_seconds: float = 1.0) -> None:
         """Pass after pass until ``stop`` is set; a failing pass is logged, never fatal.

@@ -8,7 +8,7 @@ mistakes a user can make.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -247,16 +247,14 @@ def dispatch() -> None:
     engine = make_engine(settings.database_url)
     dispatcher = Dispatcher.from_settings(settings, make_session_factory(engine), SystemClock())
 
-    async def deliver() -> None:
-        stop, loop = asyncio.Event(), asyncio.get_running_loop()
+    def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, stop)
         typer.echo(f"delivering the outbox to {dispatcher.smtp.host}:{dispatcher.smtp.port}; "
                    "Ctrl-C stops", err=True)
-        await dispatcher.run_forever(stop)
 
     try:
-        asyncio.run(deliver())
+        dispatcher.run_until_stopped(stop_on_signals)
     finally:
         engine.dispose()
 

@@ -138,8 +138,6 @@ def _serve(settings: Settings, clock: SharedClock, fd: int) -> None:
 def _dispatch(settings: Settings, clock: SharedClock) -> None:
     import asyncio
 
-    import uvloop
-
     from notifications.dispatcher import Dispatcher
     from service.db import make_engine, make_session_factory
 
@@ -147,14 +145,13 @@ def _dispatch(settings: Settings, clock: SharedClock) -> None:
     _throwaway_durability(engine)
     dispatcher = Dispatcher.from_settings(settings, make_session_factory(engine), clock)
 
-    async def deliver() -> None:
-        stop, loop = asyncio.Event(), asyncio.get_running_loop()
-        threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)),
+    def stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]
+                               ) -> None:
+        threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop)),
                          daemon=True).start()
-        await dispatcher.run_forever(stop)
 
     try:
-        uvloop.run(deliver())
+        dispatcher.run_until_stopped(stop_when_stdin_closes)
     finally:
         engine.dispose()
 
