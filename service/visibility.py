@@ -58,6 +58,7 @@ def case_filter(session: Session, principal: Principal) -> sa.ColumnElement[bool
     return sa.or_(*clauses)
 
 
+_KEPT = "pledgeflow.kept_organizations"
 _CASE_AND_ORG = (sa.select(Case, Organization)
                  .join(Organization, Organization.id == Case.organization_id)
                  .where(Case.id == sa.bindparam("case_id")))
@@ -69,11 +70,14 @@ def ensure_case_visible(session: Session, principal: Principal, case_id: int) ->
     One case is judged in Python, from the roles the caller holds relative to it — the rule
     ``case_filter`` states in SQL for many cases (a test holds the two to the same answers).
     That saves building the filter's statement, and leaves the case's organization in the
-    session for what the request asks next."""
+    session for what the request asks next (``session.get(Organization, …)`` without SQL)."""
     row = session.execute(_CASE_AND_ORG, {"case_id": case_id}).first()
     if row is None:
         raise NotFound(f"case {case_id} not found")
     case, org = row
+    # The session holds what it loaded by weak reference only: without a strong one the
+    # organization would be collected on return, and the next get() would load it again.
+    session.info.setdefault(_KEPT, []).append(org)
     actor = principal.actor
     if not may_read(session, case, actor,
                     relative_roles(session, case, org, actor, check_evaluator=False)):

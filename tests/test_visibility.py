@@ -4,9 +4,11 @@ answer, for every person of the seed, a flow and the public, on every case."""
 
 from __future__ import annotations
 
+import gc
+
 import sqlalchemy as sa
 
-from models import Case, EvaluatorAssignment, Position
+from models import Case, EvaluatorAssignment, Organization, Position
 from service.accounts import Principal
 from service.clock import FixedClock
 from service.errors import NotFound
@@ -56,3 +58,19 @@ def test_one_case_at_a_time_and_the_listing_filter_agree_for_everyone(session):
     for person_id in evaluators:
         assert voting.id in _readable_one_by_one(session, Principal(person_id=person_id),
                                                  [voting.id])
+
+
+def test_a_visible_case_leaves_its_organization_loaded_for_the_rest_of_the_request(session):
+    """What the timeline and the case view ask next (``session.get``) costs no query."""
+    clock = FixedClock()
+    b.opened_period(session, clock)
+    case = b.unit_case(session, BRANCHES[0])
+    case_id, org_id = case.id, case.organization_id
+    session.expunge_all()
+    ensure_case_visible(session, Principal(flow=b.FLOW.flow), case_id)
+    gc.collect()  # the session holds what it loaded by weak reference only
+    statements: list[str] = []
+    sa.event.listen(session.get_bind(), "before_cursor_execute",
+                    lambda _c, _cur, statement, *_: statements.append(statement))
+    assert session.get(Organization, org_id).id == org_id
+    assert statements == []
