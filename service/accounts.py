@@ -11,6 +11,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -23,6 +24,7 @@ from service.workflow.roles import Actor
 __all__ = [
     "Principal", "TooManyAttempts", "Unauthenticated", "sign_in", "sign_out", "create_account",
     "create_token", "revoke_token", "principal_for_token", "principal_for_session", "hash_secret",
+    "token_principal", "session_principal", "TOKEN_PRINCIPAL", "SESSION_PRINCIPAL",
 ]
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -146,7 +148,12 @@ def principal_for_session(db: Session | sa.Connection, token: str, now: datetime
     """The person behind a session cookie, or None when unknown, expired or revoked.
 
     ``db``: a session, or a plain connection (what a request's sign-in check uses)."""
-    row = db.execute(_SESSION_PRINCIPAL, {"token_hash": hash_secret(token), "now": now}).first()
+    return session_principal(db.execute(
+        SESSION_PRINCIPAL, {"token_hash": hash_secret(token), "now": now}).first())
+
+
+def session_principal(row: Any) -> Principal | None:
+    """The principal of a ``SESSION_PRINCIPAL`` row (None for no row)."""
     if row is None:
         return None
     return Principal(person_id=row.person_id, account_id=row.account_id, via="session",
@@ -156,7 +163,12 @@ def principal_for_session(db: Session | sa.Connection, token: str, now: datetime
 def principal_for_token(db: Session | sa.Connection, token: str) -> Principal | None:
     """The person or flow behind a bearer token, or None when unknown, revoked, or its
     account is deactivated. ``db`` as for ``principal_for_session``."""
-    row = db.execute(_TOKEN_PRINCIPAL, {"token_hash": hash_secret(token)}).first()
+    return token_principal(db.execute(
+        TOKEN_PRINCIPAL, {"token_hash": hash_secret(token)}).first())
+
+
+def token_principal(row: Any) -> Principal | None:
+    """The principal of a ``TOKEN_PRINCIPAL`` row (None for no row)."""
     if row is None:
         return None
     if row.flow_name:
@@ -166,12 +178,13 @@ def principal_for_token(db: Session | sa.Connection, token: str) -> Principal | 
 
 # Built once: every request runs one of them, and building a statement costs more than
 # running it.
-_SESSION_PRINCIPAL = (
-    sa.select(WebSession.account_id, WebSession.csrf_token, Account.person_id)
+SESSION_PRINCIPAL = (
+    sa.select(WebSession.account_id, WebSession.csrf_token, Account.person_id,
+              WebSession.expires_at)
     .join(Account, Account.id == WebSession.account_id)
     .where(WebSession.token_hash == sa.bindparam("token_hash"), WebSession.revoked_at.is_(None),
            WebSession.expires_at > sa.bindparam("now"), Account.active.is_(True)))
-_TOKEN_PRINCIPAL = (
+TOKEN_PRINCIPAL = (
     sa.select(ApiToken.account_id, ApiToken.flow_name, Account.person_id)
     .outerjoin(Account, Account.id == ApiToken.account_id)
     .where(ApiToken.token_hash == sa.bindparam("token_hash"), ApiToken.revoked_at.is_(None),

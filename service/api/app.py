@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from service.api import problems
 from service.api.limits import BodySizeLimit
 from service.api.metrics import Metrics, MetricsMiddleware
+from service.api.signin import SignInLookup
 from service.clock import Clock, SystemClock
 from service.db import lone_reads, make_engine, make_session_factory
 from service.settings import Settings, get_settings
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.settings = settings
     app.state.engine = engine
     app.state.lone_reads = lone_reads(engine)
+    app.state.sign_in = SignInLookup(engine)
     app.state.session_factory = factory
     app.state.clock = clock or SystemClock()
     app.state.metrics = Metrics(factory)
@@ -102,8 +104,10 @@ def freeze_startup_heap() -> None:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Run the outbox dispatcher beside the service, so an email leaves within seconds."""
+    """Listen for sign-in changes (``service.api.signin``), and run the outbox dispatcher
+    beside the service, so an email leaves within seconds."""
     settings: Settings = app.state.settings
+    await app.state.sign_in.open()
     stop, task = asyncio.Event(), None
     if settings.dispatcher:
         from notifications.dispatcher import Dispatcher
@@ -117,4 +121,5 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop.set()
         if task is not None:
             await task
+        await app.state.sign_in.close()
         app.state.engine.dispose()

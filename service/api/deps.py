@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from service.accounts import Principal, Unauthenticated, principal_for_session, principal_for_token
+from service.accounts import Principal, Unauthenticated
+from service.api.signin import SignInLookup
 from service.clock import Clock
 from service.errors import Forbidden
 
@@ -44,25 +44,22 @@ async def _clock(request: Request) -> Clock:
     return request.app.state.clock
 
 
-def _principal(request: Request) -> Principal:
+async def _principal(request: Request) -> Principal:
     """Bearer token first, then the session cookie (with CSRF on unsafe methods)."""
-    reads: sa.Engine = request.app.state.lone_reads
-    clock: Clock = request.app.state.clock
+    lookup: SignInLookup = request.app.state.sign_in
     authorization = request.headers.get("authorization", "")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("use 'Authorization: Bearer <token>'")
-        with reads.connect() as connection:
-            principal = principal_for_token(connection, token.strip())
+        principal = await lookup.for_token(token.strip())
         if principal is None:
             raise Unauthenticated("the bearer token is unknown or revoked")
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return Principal()
-    with reads.connect() as connection:
-        principal = principal_for_session(connection, cookie, clock.now())
+    principal = await lookup.for_session(cookie, request.app.state.clock.now())
     if principal is None:
         return Principal()
     if request.method not in SAFE_METHODS:
