@@ -1,7 +1,7 @@
 """Who is signed in on a page, and CSRF for every form.
 
-- **Sign-in.** The session cookie (``SESSION_COOKIE``, shared with the JSON API) is resolved with
-  ``accounts.principal_for_session``; ``require_signed_in`` sends anyone else to
+- **Sign-in.** The session cookie (``SESSION_COOKIE``, shared with the JSON API) is resolved as
+  the API resolves it (``service.api.signin``); ``require_signed_in`` sends anyone else to
   ``/login?next=…`` with a 303.
 - **CSRF, signed in.** Every POST form carries a hidden ``csrf_token`` equal to the session's
   token (compared in constant time); ``require_csrf`` refuses anything else with a 403 *page*.
@@ -32,8 +32,9 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from models import Person
-from service.accounts import Principal, principal_for_session
+from service.accounts import Principal
 from service.api.deps import SESSION_COOKIE
+from service.api.signin import SignInLookup
 from service.errors import Forbidden, NotFound
 from service.web.i18n import pick_lang
 from service.web.render import page
@@ -73,23 +74,29 @@ class CsrfRefused(Exception):
     """A form without the right CSRF token; ``PageRoute`` answers with a 403 page."""
 
 
-def _resolve(request: Request) -> PageUser | None:
+def _name_and_lang(request: Request, person_id: int) -> tuple[str, str]:
+    with request.app.state.lone_reads.connect() as connection:
+        name, lang = connection.execute(
+            sa.select(Person.name, Person.lang).where(Person.id == person_id)).one()
+    return name, lang
+
+
+async def _resolve(request: Request) -> PageUser | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
-    with request.app.state.lone_reads.connect() as connection:
-        principal = principal_for_session(connection, token, request.app.state.clock.now())
-        if principal is None or principal.person_id is None:
-            return None
-        name, lang = connection.execute(
-            sa.select(Person.name, Person.lang).where(Person.id == principal.person_id)).one()
-        return PageUser(principal=principal, name=name, lang=lang)
+    lookup: SignInLookup = request.app.state.sign_in
+    principal = await lookup.for_session(token, request.app.state.clock.now())
+    if principal is None or principal.person_id is None:
+        return None
+    name, lang = await run_in_threadpool(_name_and_lang, request, principal.person_id)
+    return PageUser(principal=principal, name=name, lang=lang)
 
 
 async def current_user(request: Request) -> PageUser | None:
     """The signed-in person, or None (resolved once per request)."""
     if not hasattr(request.state, "page_user"):
-        request.state.page_user = await run_in_threadpool(_resolve, request)
+        request.state.page_user = await _resolve(request)
     return request.state.page_user
 
 
