@@ -41,7 +41,7 @@ from service.workflow import effects as fx
 from service.workflow import guards as g
 from service.workflow import table
 from service.workflow.context import Context
-from service.workflow.roles import Actor, may_read, relative_roles
+from service.workflow.roles import Actor, CaseFacts, OrgFacts, may_read, relative_roles
 
 __all__ = ["apply", "open_cases", "lapse_cases", "Outcome", "Subject",
            "StatusWriteOutsideChokePoint", "due_at_for", "actions_for"]
@@ -134,10 +134,14 @@ def _ensure_visible(session: Session, case: Case, actor: Actor,
         raise NotFound(f"case {case.id} not found")
 
 
-def actions_for(session: Session, case: Case, actor: Actor) -> list[str]:
-    """The actions this actor's roles allow from the case's state (guards not yet judged)."""
-    case_org = session.get(Organization, case.organization_id)
-    assert case_org is not None
+def actions_for(session: Session, case: CaseFacts, actor: Actor,
+                case_org: OrgFacts | None = None) -> list[str]:
+    """The actions this actor's roles allow from the case's state (guards not yet judged).
+
+    ``case`` and ``case_org`` need only the columns roles are judged on (the inbox passes
+    plain rows); without ``case_org`` the case's organization is loaded."""
+    if case_org is None:
+        case_org = session.get_one(Organization, case.organization_id)
     options = table.actions_from(case.stage, case.status)
     if not options:
         return []

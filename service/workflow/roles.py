@@ -20,7 +20,7 @@ Roles are never stored per case; they follow from the reporting line:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,7 +29,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from models import Case, EvaluationRound, EvaluatorAssignment, Organization, Position
 
 __all__ = ["Actor", "ROLES", "READERS", "relative_roles", "is_assigned_evaluator", "may_read",
-           "UNIT_STAFF", "LEADERS", "Standing", "positions_of"]
+           "UNIT_STAFF", "LEADERS", "Standing", "positions_of", "CaseFacts", "OrgFacts"]
 
 ROLES = ("subject", "superior", "overseer", "office", "auditor", "evaluator", "flow", "public")
 # Who may read a case at all; anyone else is told it does not exist (no probing by id).
@@ -58,6 +58,34 @@ class Actor:
         if self.flow:
             return f"flow:{self.flow}"
         return f"person:{self.person_id}" if self.person_id else "public"
+
+
+class CaseFacts(Protocol):
+    """What roles are judged on of a case: a ``Case``, or a row with these columns."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def subject_kind(self) -> str: ...
+    @property
+    def organization_id(self) -> int: ...
+    @property
+    def person_id(self) -> int | None: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+class OrgFacts(Protocol):
+    """What roles are judged on of a case's organization: an ``Organization``, or a row."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def parent_id(self) -> int | None: ...
+    @property
+    def path(self) -> str: ...
 
 
 class Standing(NamedTuple):
@@ -100,7 +128,7 @@ def _forget_positions_on_dml(state: ORMExecuteState) -> None:
         state.session.info.pop(_MEMO, None)
 
 
-def relative_roles(session: Session, case: Case, case_org: Organization, actor: Actor, *,
+def relative_roles(session: Session, case: CaseFacts, case_org: OrgFacts, actor: Actor, *,
                    check_evaluator: bool = True) -> set[str]:
     """Every role the actor holds relative to this case (always includes ``public``).
 
@@ -133,7 +161,7 @@ def relative_roles(session: Session, case: Case, case_org: Organization, actor: 
     return roles
 
 
-def _is_superior(org_id: int, org_path: str, case: Case, case_org: Organization,
+def _is_superior(org_id: int, org_path: str, case: CaseFacts, case_org: OrgFacts,
                  actor: Actor) -> bool:
     """A leader one step up the reporting line (隶属关系): of the unit's parent organization;
     for a member, of their own organization or of its parent (never the member themself)."""

@@ -142,7 +142,8 @@ def _with_tasks(session: Session, candidates: list[Candidate], me: int
                _relation(row.organization_id, row.parent_id, row.path, mine, mine_ids),
                row.person_id == me, row.assigned, row.open_objection)
         if key not in tasks:
-            actions = [a for a in engine.actions_for(session, session.get_one(Case, row.id), actor)
+            org = _Org(row.organization_id, row.parent_id, row.path)
+            actions = [a for a in engine.actions_for(session, row, actor, org)
                        if a not in SCHEDULED and (a not in RESOLVE or row.open_objection)]
             tasks[key] = actions if any(a not in OPTIONAL for a in actions) else None
         if (actions := tasks[key]) is not None:
@@ -208,6 +209,14 @@ def _candidates(session: Session, principal: Principal, me: int) -> list[Candida
                 _STATEMENTS.pop(next(iter(_STATEMENTS)))  # the oldest
             _STATEMENTS[key] = statement
     return [Candidate._make(row) for row in session.connection().execute(statement)]
+
+
+class _Org(NamedTuple):
+    """A candidate's organization, as far as its roles go (``roles.OrgFacts``)."""
+
+    id: int
+    parent_id: int | None
+    path: str
 
 
 class Candidate(NamedTuple):
