@@ -114,12 +114,17 @@ def inbox_page_for(uow: UoW, clock: AppClock, principal: CurrentPrincipal, *, li
         items.sort(key=lambda it: (not _overdue(it[0].due_at, now), it[0].due_at is None,
                                    it[0].due_at or now, it[0].id))
         page = items[offset:offset + limit]
-        # Whole cases only for the page: the candidates are plain rows, a fraction of the cost
-        cases = {c.id: c for c in session.scalars(
-            sa.select(Case).where(Case.id.in_([row.id for row, _ in page])))} if page else {}
+        # What CaseOut shows, only for the page's cases, as plain rows like the candidates
+        cases = {c.id: c for c in session.execute(_PAGE_CASES, {
+            "ids": [row.id for row, _ in page]})} if page else {}
         members = _member_names(session, list(cases.values()))
         return InboxPage(total=len(items), offset=offset, limit=limit, items=[
             _item(row, cases[row.id], actions, now, members) for row, actions in page])
+
+
+_PAGE_CASES = sa.select(*(getattr(Case, name) for name in CaseOut.model_fields
+                          if name != "actions")).where(
+    Case.id.in_(sa.bindparam("ids", expanding=True)))  # built once: every inbox asks
 
 
 def _with_tasks(session: Session, candidates: list[Candidate], me: int
@@ -166,9 +171,9 @@ def _overdue(due_at: datetime | None, now: datetime) -> bool:
     return due_at is not None and due_at < now
 
 
-def _item(row: Candidate, case: Case, actions: list[str], now: datetime, members: dict[int, str]
-          ) -> InboxItem:
-    out = CaseOut.model_validate(case)
+def _item(row: Candidate, case: sa.Row, actions: list[str], now: datetime,
+          members: dict[int, str]) -> InboxItem:
+    out = CaseOut.model_validate(case._mapping)  # from a mapping, as the timeline's events
     out.actions = actions
     return InboxItem(case=out, organization_name_zh=row.name_zh, organization_name_en=row.name_en,
                      member_name=members.get(case.person_id) if case.person_id else None,
@@ -302,7 +307,7 @@ def _superior_of(me: int, led: list[int]) -> sa.ColumnElement[bool]:
     )
 
 
-def _member_names(session: Session, cases: list[Case]) -> dict[int, str]:
+def _member_names(session: Session, cases: list[sa.Row]) -> dict[int, str]:
     """The names of the members whose cases these are."""
     person_ids = sorted({c.person_id for c in cases if c.person_id is not None})
     if not person_ids:
