@@ -110,7 +110,8 @@ def positions_of(session: Session, person_id: int) -> list[Standing]:
     transaction forget what was read."""
     memo: dict[int, list[Standing]] = session.info.setdefault(_MEMO, {})
     if person_id not in memo:
-        memo[person_id] = [Standing(*row) for row in session.execute(
+        session.flush()  # as session.execute would (autoflush), which costs 50 µs more
+        memo[person_id] = [Standing(*row) for row in session.connection().execute(
             _POSITIONS, {"person_id": person_id})]
     return memo[person_id]
 
