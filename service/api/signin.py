@@ -29,9 +29,8 @@ import contextlib
 import logging
 import weakref
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
@@ -47,6 +46,9 @@ from service.accounts import (
     token_principal,
 )
 from service.db import lone_reads
+
+if TYPE_CHECKING:  # imported where used: on SQLite, psycopg is never loaded (8 MB of RSS)
+    import psycopg
 
 __all__ = ["SignInLookup", "CHANNEL", "APPLICATION_NAME"]
 
@@ -167,6 +169,8 @@ class SignInLookup:
 
     async def _keep_listening(self) -> None:
         """Hold a ``LISTEN`` connection, re-making it with backoff whenever it is lost."""
+        import psycopg
+
         wait = RETRY_FIRST
         while True:
             try:
@@ -183,6 +187,8 @@ class SignInLookup:
             await asyncio.sleep(wait)  # lost: a restarting database needs a moment
 
     async def _listen_on(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        import psycopg
+
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         self.forget()  # whatever was remembered while not listening is not to be trusted
@@ -204,6 +210,8 @@ class SignInLookup:
         connection = self._listening
         if connection is None:
             return
+        import psycopg  # loaded already: a dictionary lookup
+
         pgconn = connection.pgconn
         try:
             pgconn.consume_input()
