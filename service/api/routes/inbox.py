@@ -115,7 +115,7 @@ def inbox_page_for(uow: UoW, clock: AppClock, principal: CurrentPrincipal, *, li
                                    it[0].due_at or now, it[0].id))
         page = items[offset:offset + limit]
         # What CaseOut shows, only for the page's cases, as plain rows like the candidates
-        cases = {c.id: c for c in session.execute(_PAGE_CASES, {
+        cases = {c.id: c for c in session.connection().execute(_PAGE_CASES, {
             "ids": [row.id for row, _ in page]})} if page else {}
         members = _member_names(session, list(cases.values()))
         return InboxPage(total=len(items), offset=offset, limit=limit, items=[
@@ -312,5 +312,5 @@ def _member_names(session: Session, cases: list[sa.Row]) -> dict[int, str]:
     person_ids = sorted({c.person_id for c in cases if c.person_id is not None})
     if not person_ids:
         return {}
-    return dict(session.execute(
+    return dict(session.connection().execute(
         sa.select(Person.id, Person.name).where(Person.id.in_(person_ids))).all())
