@@ -3,6 +3,9 @@ beside pgbench running the same SQL statements (the database's own limit), in on
 
     uv run python -m bench.decisions [--cases 30000] [--duration 10] [--clients 1,8,32]
 
+Beside each level's figures: the CPU each decision costs, in the service's processes and in
+the PostgreSQL backends of the benchmark's database (/proc), and so what two cores can carry.
+
 Each request is a superior approving a submitted pledge with a bearer token: sign-in check,
 visibility, the choke point (lock, roles, guards), the event on the hash chain, the outbox row,
 commit. The service runs as ``pledgeflow serve`` (uvicorn, uvloop + httptools, N workers) on
@@ -47,6 +50,8 @@ class Result:
     p99_ms: float
     errors: int
     requests: int
+    service_ms: float | None = None  # CPU per request: the service's processes
+    db_ms: float | None = None  # CPU per request: the PostgreSQL backends of its database
 
 
 def _url(name: str) -> str:
@@ -210,12 +215,41 @@ def parse_wrk(out: str, clients: int) -> Result:
                   int(errors.group(1)) if errors else 0, int(find(r"(\d+) requests in")))
 
 
-def run_wrk(port: int, script: Path, clients: int, duration: int, offset: int) -> Result:
+def cpu_seconds(*, pgid: int | None = None, database: str | None = None) -> float:
+    """CPU seconds (user + system) so far of the processes in a process group, or of the
+    PostgreSQL backends connected to a database (their command line names it), from /proc."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if pgid is not None and int(stat[2]) != pgid:
+                continue
+            if database is not None and f" {database} " not in (
+                    entry / "cmdline").read_text().replace("\0", " "):
+                continue
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        total += int(stat[11]) + int(stat[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(port: int, script: Path, clients: int, duration: int, offset: int, *,
+            service_pgid: int | None = None) -> Result:
+    """One wrk run; with ``service_pgid``, also the CPU per request of the service's process
+    group and of the PostgreSQL backends of the benchmark's database."""
+    before = (cpu_seconds(pgid=service_pgid), cpu_seconds(database=DB_NAME)) \
+        if service_pgid else None
     out = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{duration}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}", "--", str(offset), "1"],
         capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out, clients)
+    result = parse_wrk(out, clients)
+    if before is not None and result.requests:
+        result.service_ms = 1000 * (cpu_seconds(pgid=service_pgid) - before[0]) / result.requests
+        result.db_ms = 1000 * (cpu_seconds(database=DB_NAME) - before[1]) / result.requests
+    return result
 
 
 PGBENCH_SQL = """\\set id random(1, {n})
@@ -294,7 +328,8 @@ def main() -> None:
                        capture_output=True, check=True)  # warm-up on cases at the end
         offset = 0
         for clients in levels:
-            result = run_wrk(port, script, clients, args.duration, offset)
+            result = run_wrk(port, script, clients, args.duration, offset,
+                             service_pgid=proc.pid)
             offset += result.requests + 10
             results.append(result)
     finally:
@@ -303,17 +338,23 @@ def main() -> None:
     baseline = [run_pgbench(c, args.duration, len(pairs)) for c in levels]
     print(f"\nDecisions over HTTP (uvicorn {args.workers} workers, uvloop + httptools, "
           "PostgreSQL 127.0.0.1) vs pgbench, same statements")
-    print(f"{'clients':>7} | {'decisions/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} | "
-          f"{'pgbench tx/s':>12} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>5}")
+    print(f"{'clients':>7} | {'decisions/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} "
+          f"{'CPU ms: service':>15} {'db':>5} | {'pgbench tx/s':>12} {'p50 ms':>7} "
+          f"{'p99 ms':>7} | {'ratio':>5}")
     for r, b in zip(results, baseline, strict=True):
         print(f"{r.clients:>7} | {r.rps:>11.0f} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} "
-              f"{r.errors:>7} | {b.rps:>12.0f} {b.p50_ms:>7.1f} {b.p99_ms:>7.1f} | "
-              f"{r.rps / b.rps:>5.2f}")
+              f"{r.errors:>7} {r.service_ms or 0:>15.2f} {r.db_ms or 0:>5.2f} | "
+              f"{b.rps:>12.0f} {b.p50_ms:>7.1f} {b.p99_ms:>7.1f} | {r.rps / b.rps:>5.2f}")
     target = next((r for r in results if r.clients == 8), None)
     if target is not None:
         print(f"\ntarget at 8 clients: >= 600 decisions/s and p99 <= 50 ms -> "
               f"{target.rps:.0f}/s, p99 {target.p99_ms:.1f} ms: "
               f"{'MET' if target.rps >= 600 and target.p99_ms <= 50 else 'NOT MET'}")
+        if target.service_ms and target.db_ms:
+            cores = os.cpu_count() or 1
+            print(f"CPU per decision at 8 clients: service {target.service_ms:.2f} ms + "
+                  f"PostgreSQL {target.db_ms:.2f} ms; {cores} cores carry at most "
+                  f"{1000 * cores / (target.service_ms + target.db_ms):.0f} decisions/s")
 
 
 if __name__ == "__main__":

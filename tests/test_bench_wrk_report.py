@@ -1,8 +1,12 @@
 """The benchmarks read wrk's report: the figures they print come from the right lines."""
 
+import subprocess
+import sys
+import time
+
 import pytest
 
-from bench.decisions import parse_wrk
+from bench.decisions import cpu_seconds, parse_wrk
 
 # A real report, whose "Req/Sec" line ends in "72.50%": an unanchored "50%" would read the
 # word on the next line as the median.
@@ -33,3 +37,20 @@ def test_the_percentiles_come_from_the_latency_distribution() -> None:
 def test_a_report_without_its_distribution_is_refused() -> None:
     with pytest.raises(RuntimeError, match="no latency distribution"):
         parse_wrk(REPORT.split("  Latency Distribution")[0], 8)
+
+
+def test_cpu_is_counted_for_the_process_group_or_the_database_asked_for() -> None:
+    """``cpu_seconds`` (the CPU per decision beside the figures) reads /proc: a busy process
+    group of its own shows its CPU; a database no backend serves counts 0."""
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nsum(i * i for i in "
+                             "range(3_000_000))\ntime.sleep(60)"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while cpu_seconds(pgid=busy.pid) < 0.05:
+            assert time.monotonic() < deadline, "the busy child's CPU was never seen"
+            time.sleep(0.05)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert cpu_seconds(pgid=busy.pid) == 0  # gone: nothing left in its group
+    assert cpu_seconds(database="no_database_is_named_like_this") == 0
