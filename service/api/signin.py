@@ -98,7 +98,7 @@ class SignInLookup:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+            self._task = self._loop = None
 
     def forget(self) -> None:
         """Drop every remembered principal (on the event loop, which alone touches them)."""
@@ -108,8 +108,10 @@ class SignInLookup:
     def forget_from_any_thread(self) -> None:
         """``forget`` from a worker thread: queued on the loop ahead of the response that
         the thread's request is about to send, so that request's next one sees it."""
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.forget)
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # closed: nothing is remembered any more
+                loop.call_soon_threadsafe(self.forget)
 
     async def for_token(self, token: str) -> Principal | None:
         """The person or flow behind a bearer token (see ``accounts.principal_for_token``)."""
@@ -177,7 +179,7 @@ class SignInLookup:
                 connection = await psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True, application_name=APPLICATION_NAME)
                 await connection.execute(f"LISTEN {CHANNEL}")
-            except psycopg.OperationalError as exc:
+            except (psycopg.Error, OSError) as exc:
                 log.info("sign-in listener cannot connect (%s); retrying in %.1f s", exc, wait)
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, RETRY_LONGEST)
