@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,7 +23,6 @@ from service.workflow.roles import Actor
 __all__ = [
     "Principal", "TooManyAttempts", "Unauthenticated", "sign_in", "sign_out", "create_account",
     "create_token", "revoke_token", "principal_for_token", "principal_for_session", "hash_secret",
-    "token_principal", "session_principal", "TOKEN_PRINCIPAL", "SESSION_PRINCIPAL",
 ]
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -50,6 +48,9 @@ class Principal:
     flow: str | None = None
     via: str = "anonymous"  # "session" | "token" | "anonymous"
     csrf_token: str | None = None
+    #: When a session principal's session ends (how long ``service.api.signin`` may keep it);
+    #: not part of who the caller is, so not compared.
+    expires_at: datetime | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -148,27 +149,17 @@ def principal_for_session(db: Session | sa.Connection, token: str, now: datetime
     """The person behind a session cookie, or None when unknown, expired or revoked.
 
     ``db``: a session, or a plain connection (what a request's sign-in check uses)."""
-    return session_principal(db.execute(
-        SESSION_PRINCIPAL, {"token_hash": hash_secret(token), "now": now}).first())
-
-
-def session_principal(row: Any) -> Principal | None:
-    """The principal of a ``SESSION_PRINCIPAL`` row (None for no row)."""
+    row = db.execute(_SESSION_PRINCIPAL, {"token_hash": hash_secret(token), "now": now}).first()
     if row is None:
         return None
     return Principal(person_id=row.person_id, account_id=row.account_id, via="session",
-                     csrf_token=row.csrf_token)
+                     csrf_token=row.csrf_token, expires_at=row.expires_at)
 
 
 def principal_for_token(db: Session | sa.Connection, token: str) -> Principal | None:
     """The person or flow behind a bearer token, or None when unknown, revoked, or its
     account is deactivated. ``db`` as for ``principal_for_session``."""
-    return token_principal(db.execute(
-        TOKEN_PRINCIPAL, {"token_hash": hash_secret(token)}).first())
-
-
-def token_principal(row: Any) -> Principal | None:
-    """The principal of a ``TOKEN_PRINCIPAL`` row (None for no row)."""
+    row = db.execute(_TOKEN_PRINCIPAL, {"token_hash": hash_secret(token)}).first()
     if row is None:
         return None
     if row.flow_name:
@@ -178,13 +169,13 @@ def token_principal(row: Any) -> Principal | None:
 
 # Built once: every request runs one of them, and building a statement costs more than
 # running it.
-SESSION_PRINCIPAL = (
+_SESSION_PRINCIPAL = (
     sa.select(WebSession.account_id, WebSession.csrf_token, Account.person_id,
               WebSession.expires_at)
     .join(Account, Account.id == WebSession.account_id)
     .where(WebSession.token_hash == sa.bindparam("token_hash"), WebSession.revoked_at.is_(None),
            WebSession.expires_at > sa.bindparam("now"), Account.active.is_(True)))
-TOKEN_PRINCIPAL = (
+_TOKEN_PRINCIPAL = (
     sa.select(ApiToken.account_id, ApiToken.flow_name, Account.person_id)
     .outerjoin(Account, Account.id == ApiToken.account_id)
     .where(ApiToken.token_hash == sa.bindparam("token_hash"), ApiToken.revoked_at.is_(None),

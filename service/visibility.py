@@ -77,7 +77,7 @@ def ensure_case_visible(session: Session, principal: Principal, case_id: int) ->
     case, org = row
     # The session holds what it loaded by weak reference only: without a strong one the
     # organization would be collected on return, and the next get() would load it again.
-    session.info.setdefault(_KEPT, []).append(org)
+    session.info.setdefault(_KEPT, {})[org.id] = org
     actor = principal.actor
     if not may_read(session, case, actor,
                     relative_roles(session, case, org, actor, check_evaluator=False)):

@@ -1,11 +1,11 @@
 """The sign-in lookup every request makes, remembered between requests where that is safe.
 
-Each request resolves its caller (``accounts.TOKEN_PRINCIPAL`` or ``SESSION_PRINCIPAL``)
-before its route runs: a hand-off to a worker thread and back, a pool checkout with its
-pre-ping and a query, 0.44 ms of CPU on a decision of 3.65 ms (docs/benchmarks.md, "Tenth
-session"). A principal changes only when a token or session is revoked or deleted, or an
-account is deactivated, so on PostgreSQL each worker remembers the principals it resolved
-and forgets *all* of them whenever one of those happens anywhere:
+Each request resolves its caller (``accounts.principal_for_token`` or
+``principal_for_session``) before its route runs: a hand-off to a worker thread and back, a
+pool checkout with its pre-ping and a query, 0.44 ms of CPU on a decision of 3.65 ms
+(docs/benchmarks.md, "Tenth session"). A principal changes only when a token or session is
+revoked or deleted, or an account is deactivated, so on PostgreSQL each worker remembers the
+principals it resolved and forgets *all* of them whenever one of those happens anywhere:
 
 - migration 0007's triggers ``NOTIFY pledgeflow_sign_in`` on every such statement, and each
   worker ``LISTEN``s on a connection of its own; a notification waiting on that connection
@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,14 +38,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from starlette.concurrency import run_in_threadpool
 
 from models import Account, ApiToken, WebSession
-from service.accounts import (
-    SESSION_PRINCIPAL,
-    TOKEN_PRINCIPAL,
-    Principal,
-    hash_secret,
-    session_principal,
-    token_principal,
-)
+from service.accounts import Principal, hash_secret, principal_for_session, principal_for_token
 from service.db import lone_reads
 
 if TYPE_CHECKING:  # imported where used: on SQLite, psycopg is never loaded (8 MB of RSS)
@@ -74,7 +68,7 @@ class SignInLookup:
         self._listens = engine.dialect.name == "postgresql"
         self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
             hide_password=False)
-        self._remembered: dict[str, tuple[Principal, datetime | None]] = {}
+        self._remembered: dict[str, Principal] = {}
         self._generation = 0  # moves on each forget(): a lookup begun before it is not kept
         self._listening: psycopg.AsyncConnection[Any] | None = None
         self._lost: asyncio.Future[None] | None = None
@@ -115,26 +109,22 @@ class SignInLookup:
 
     async def for_token(self, token: str) -> Principal | None:
         """The person or flow behind a bearer token (see ``accounts.principal_for_token``)."""
-        token_hash = hash_secret(token)
-        key = "token:" + token_hash
+        key = "token:" + hash_secret(token)
         if (hit := self._recall(key, None)) is not None:
             return hit
         generation = self._generation
-        row = await self._read(TOKEN_PRINCIPAL, {"token_hash": token_hash})
-        principal = token_principal(row)
-        self._remember(key, principal, None, generation)
+        principal = await self._read(principal_for_token, token)
+        self._remember(key, principal, generation)
         return principal
 
     async def for_session(self, cookie: str, now: datetime) -> Principal | None:
         """The person behind a session cookie (see ``accounts.principal_for_session``)."""
-        token_hash = hash_secret(cookie)
-        key = "session:" + token_hash
+        key = "session:" + hash_secret(cookie)
         if (hit := self._recall(key, now)) is not None:
             return hit
         generation = self._generation
-        row = await self._read(SESSION_PRINCIPAL, {"token_hash": token_hash, "now": now})
-        principal = session_principal(row)
-        self._remember(key, principal, row.expires_at if row else None, generation)
+        principal = await self._read(principal_for_session, cookie, now)
+        self._remember(key, principal, generation)
         return principal
 
     # --- remembering ------------------------------------------------------------------------
@@ -143,27 +133,26 @@ class SignInLookup:
         if self._listening is None:
             return None
         self._take_notifications()  # a revocation already delivered applies before any hit
-        hit = self._remembered.get(key)
-        if hit is None:
+        principal = self._remembered.get(key)
+        if principal is None:
             return None
-        principal, expires_at = hit
-        if expires_at is not None and (now is None or now >= expires_at):
+        if principal.expires_at is not None and (now is None or now >= principal.expires_at):
             del self._remembered[key]
             return None
         return principal
 
-    def _remember(self, key: str, principal: Principal | None, expires_at: datetime | None,
-                  generation: int) -> None:
+    def _remember(self, key: str, principal: Principal | None, generation: int) -> None:
         if principal is None or self._listening is None or generation != self._generation:
             return
         if len(self._remembered) >= MAX_REMEMBERED:
             self.forget()
-        self._remembered[key] = (principal, expires_at)
+        self._remembered[key] = principal
 
-    async def _read(self, statement: sa.Select[Any], params: dict[str, Any]) -> Any:
-        def run() -> Any:
+    async def _read(self, lookup: Callable[..., Principal | None], *args: Any
+                    ) -> Principal | None:
+        def run() -> Principal | None:
             with self._engine.connect() as connection:
-                return connection.execute(statement, params).first()
+                return lookup(connection, *args)
 
         return await run_in_threadpool(run)
 
