@@ -229,8 +229,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     """Run the HTTP service (uvicorn with uvloop and httptools)."""
     import uvicorn
 
+    from service.api.http import PROTOCOL
+
     uvicorn.run("service.api.asgi:app", host=host, port=port, workers=workers,
-                loop="uvloop", http="httptools", proxy_headers=False, access_log=False)
+                loop="uvloop", http=PROTOCOL, proxy_headers=False, access_log=False)
 
 
 @app.command()

@@ -71,10 +71,11 @@ def up(host: str = "127.0.0.1", port: int = 8000, smtp_port: int = 8025,
     import uvicorn
 
     from service.api.app import create_app, freeze_startup_heap
+    from service.api.http import PROTOCOL
 
     app = create_app(settings)
     freeze_startup_heap()
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=PROTOCOL,
                             access_log=False, log_level="warning")
     server = uvicorn.Server(config)
 

@@ -50,6 +50,7 @@ from notifications.links import LINK_LABELS
 from notifications.smtp import SmtpTarget
 from service import passwords
 from service.api.app import create_app
+from service.api.http import PROTOCOL
 from service.clock import FixedClock
 from service.rules import DEFAULT_RULES
 from service.settings import Settings
@@ -141,7 +142,7 @@ def live(fresh_db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
     app = create_app(Settings(database_url=fresh_db.url, dispatcher=False, base_url=url),
                      clock=clock)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                           access_log=False))
+                                           http=PROTOCOL, access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name="uvicorn-browser-test", daemon=True)
     thread.start()
