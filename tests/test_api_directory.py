@@ -272,6 +272,24 @@ def test_inbox_brings_the_draft_to_the_unit_and_the_submitted_pledge_to_its_supe
         assert case_id not in ids, bystander
 
 
+def test_inbox_items_name_the_member_of_a_member_case_and_no_one_for_a_unit(fresh_db):
+    clock = FixedClock()
+    client = make_client(fresh_db, clock)
+    open_2010(fresh_db, clock)
+    with fresh_db.factory() as s, s.begin():
+        member_case = b.drive(s, b.member_case(s, "supply-marketing.b1.m2"),
+                              ("pledge", "submitted"), clock)
+        unit_case = b.drive(s, b.unit_case(s, "supply-marketing.b2"), ("pledge", "submitted"),
+                            clock)
+        ids = member_case.id, unit_case.id
+        name = b.person(s, "supply-marketing.b1.m2").name
+    names = {i["case"]["id"]: i["member_name"] for i in _inbox(
+        client, bearer(fresh_db, "supply-marketing.b1.secretary"))["items"]}
+    names |= {i["case"]["id"]: i["member_name"] for i in _inbox(
+        client, bearer(fresh_db, "supply-marketing.secretary"))["items"]}
+    assert names[ids[0]] == name and names[ids[1]] is None
+
+
 def test_inbox_lists_overdue_items_first(fresh_db):
     clock = FixedClock()
     client = make_client(fresh_db, clock)

@@ -114,17 +114,18 @@ def inbox_page_for(uow: UoW, clock: AppClock, principal: CurrentPrincipal, *, li
         items.sort(key=lambda it: (not _overdue(it[0].due_at, now), it[0].due_at is None,
                                    it[0].due_at or now, it[0].id))
         page = items[offset:offset + limit]
-        # What CaseOut shows, only for the page's cases, as plain rows like the candidates
+        # What CaseOut shows and the member's name, only for the page's cases, as plain rows
+        # like the candidates
         cases = {c.id: c for c in session.connection().execute(_PAGE_CASES, {
             "ids": [row.id for row, _ in page]})} if page else {}
-        members = _member_names(session, list(cases.values()))
         return InboxPage(total=len(items), offset=offset, limit=limit, items=[
-            _item(row, cases[row.id], actions, now, members) for row, actions in page])
+            _item(row, cases[row.id], actions, now) for row, actions in page])
 
 
-_PAGE_CASES = sa.select(*(getattr(Case, name) for name in CaseOut.model_fields
-                          if name != "actions")).where(
-    Case.id.in_(sa.bindparam("ids", expanding=True)))  # built once: every inbox asks
+_CASE_OUT_COLUMNS = [getattr(Case, name) for name in CaseOut.model_fields if name != "actions"]
+_PAGE_CASES = (sa.select(*_CASE_OUT_COLUMNS, Person.name.label("member_name"))
+               .outerjoin(Person, Person.id == Case.person_id)
+               .where(Case.id.in_(sa.bindparam("ids", expanding=True))))  # built once
 
 
 def _with_tasks(session: Session, candidates: list[Candidate], me: int
@@ -171,12 +172,11 @@ def _overdue(due_at: datetime | None, now: datetime) -> bool:
     return due_at is not None and due_at < now
 
 
-def _item(row: Candidate, case: sa.Row, actions: list[str], now: datetime,
-          members: dict[int, str]) -> InboxItem:
+def _item(row: Candidate, case: sa.Row, actions: list[str], now: datetime) -> InboxItem:
     out = CaseOut.model_validate(case._mapping)  # from a mapping, as the timeline's events
     out.actions = actions
     return InboxItem(case=out, organization_name_zh=row.name_zh, organization_name_en=row.name_en,
-                     member_name=members.get(case.person_id) if case.person_id else None,
+                     member_name=case.member_name,
                      actions=actions, due_at=case.due_at, overdue=_overdue(case.due_at, now))
 
 
@@ -305,12 +305,3 @@ def _superior_of(me: int, led: list[int]) -> sa.ColumnElement[bool]:
         sa.and_(Case.subject_kind == "member", Case.organization_id.in_(below_led),
                 member_leads, sa.not_(another_leader)),
     )
-
-
-def _member_names(session: Session, cases: list[sa.Row]) -> dict[int, str]:
-    """The names of the members whose cases these are."""
-    person_ids = sorted({c.person_id for c in cases if c.person_id is not None})
-    if not person_ids:
-        return {}
-    return dict(session.connection().execute(
-        sa.select(Person.id, Person.name).where(Person.id.in_(person_ids))).all())
