@@ -98,10 +98,11 @@ class Connection:
             if self._client is None or not self._client.is_connected:
                 self._client = await self._connect()
                 self._loop = loop
-            await asyncio.wait_for(
-                self._client.sendmail(message.sender, message.recipients, message.data,
-                                      mail_options=["SMTPUTF8"] if message.smtputf8 else []),
-                timeout=self.target.timeout * 3)
+            # asyncio.timeout rather than wait_for: no extra task for every email
+            async with asyncio.timeout(self.target.timeout * 3):
+                await self._client.sendmail(
+                    message.sender, message.recipients, message.data,
+                    mail_options=["SMTPUTF8"] if message.smtputf8 else [])
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self.close()
             raise classify(exc) from exc
