@@ -95,15 +95,24 @@ def _localized(fn: Callable[[Any, str], str]) -> Callable[..., str]:
     return pass_context(lambda ctx, value: fn(value, ctx["lang"]))
 
 
-_env = Environment(
-    loader=FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-    # Templates change with a deploy, not while the process runs: without this every render
-    # stats each file of its chain (~20 stat calls an email) to see whether it changed.
-    auto_reload=False)
-_env.filters.update(stage_name=_localized(stage_name), deadline=_localized(format_deadline),
-                    day=_localized(format_day))
+def _environment(lang: str) -> Environment:
+    """The templates of one language. ``lang`` is a global of the environment, so the layouts
+    import their macros without context and Jinja makes each macro module once, instead of
+    once per render as an import ``with context`` does."""
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        # Templates change with a deploy, not while the process runs: without this every
+        # render stats each file of its chain (~20 stat calls an email) to see if it changed.
+        auto_reload=False)
+    env.globals["lang"] = lang
+    env.filters.update(stage_name=_localized(stage_name), deadline=_localized(format_deadline),
+                       day=_localized(format_day))
+    return env
+
+
+_ENVIRONMENTS = {lang: _environment(lang) for lang in LANGS}
 
 
 def _check(template: str, lang: str = "zh") -> None:
@@ -126,7 +135,8 @@ def render(template: str, lang: str, context: Mapping[str, Any]) -> RenderedEmai
         if not values["items"]:
             raise ValueError(f"{template!r} needs at least one item")
     values.update(lang=lang, template=template)
-    subject, text, html = (_env.get_template(f"{lang}/{template}.{part}").render(values)
+    env = _ENVIRONMENTS[lang]
+    subject, text, html = (env.get_template(f"{lang}/{template}.{part}").render(values)
                            for part in _PARTS)
     text = re.sub(r"\n{3,}", "\n\n", text.strip())  # layouts may leave extra blank lines
     return RenderedEmail(" ".join(subject.split()), text + "\n", html.strip() + "\n")

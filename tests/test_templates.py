@@ -311,3 +311,18 @@ def test_preview_rejects_bad_input_with_one_line(args: list[str], message: str) 
     assert result.exit_code == 2
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_macro_modules_are_made_once_per_language_not_once_per_render() -> None:
+    # Imported "with context", Jinja would make the macros' module afresh on every render.
+    from notifications.render import _ENVIRONMENTS
+
+    for lang in LANGS:
+        render("pledge_submitted", lang, sample_context("pledge_submitted"))
+        modules = {name: _ENVIRONMENTS[lang].get_template(name)._module
+                   for name in ("_macros.txt", "_macros.html")}
+        assert all(m is not None for m in modules.values()), modules
+        render("ballot_invitation", lang, sample_context("ballot_invitation"))
+        assert {name: _ENVIRONMENTS[lang].get_template(name)._module
+                for name in modules} == modules
+        assert modules["_macros.txt"].pick("甲", "A") == ("甲" if lang == "zh" else "A")
