@@ -314,9 +314,13 @@ def test_preview_rejects_bad_input_with_one_line(args: list[str], message: str) 
 
 
 def test_the_macro_modules_are_made_once_per_language_not_once_per_render() -> None:
-    # Imported "with context", Jinja would make the macros' module afresh on every render.
+    # Imported "with context", Jinja makes the macros' module afresh on every render.
     from notifications.render import _ENVIRONMENTS
 
+    root = Path(__file__).parents[1] / "notifications" / "templates"
+    with_context = [str(f.relative_to(root)) for f in sorted(root.rglob("*"))
+                    if f.is_file() and re.search(r"import[^%]*with context", f.read_text())]
+    assert with_context == []
     for lang in LANGS:
         render("pledge_submitted", lang, sample_context("pledge_submitted"))
         modules = {name: _ENVIRONMENTS[lang].get_template(name)._module
