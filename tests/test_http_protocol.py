@@ -145,3 +145,14 @@ def test_head_and_body_go_out_in_one_write_and_a_lone_write_at_the_end_of_the_tu
         assert held.get_extra_info("peername") == "info peername"
     finally:
         loop.close()
+
+
+def test_the_protocol_hooks_a_method_uvicorn_still_has() -> None:
+    # Should uvicorn rename the hook, the subclass would silently write twice again.
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+    from service.api.http import OneWriteHttpToolsProtocol
+
+    assert callable(vars(HttpToolsProtocol).get("_start_asgi_task"))
+    assert "_start_asgi_task" in vars(OneWriteHttpToolsProtocol)
+    assert "transport" in RequestResponseCycle.__init__.__code__.co_varnames
