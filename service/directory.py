@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models import Case, EvaluatorAssignment, Organization, Person, Position
+from service.db import plain_rows
 from service.workflow.roles import LEADERS, UNIT_STAFF
 
 __all__ = ["holders", "audience", "AUDIENCES", "Addressee"]
@@ -43,9 +44,8 @@ def holders(session: Session, org_ids: Iterable[int], roles: Iterable[str]
     org_ids = [o for o in org_ids if o is not None]
     if not org_ids:
         return []
-    session.flush()  # then a plain execution: the ORM's (session.execute) costs 50 µs more
-    return [Addressee(*row) for row in session.connection().execute(
-        _HOLDERS, {"org_ids": org_ids, "roles": list(roles)})]
+    return [Addressee(*row) for row in plain_rows(
+        session, _HOLDERS, {"org_ids": org_ids, "roles": list(roles)})]
 
 
 def audience(session: Session, name: str, case: Case, case_org: Organization,
